@@ -1,0 +1,98 @@
+"""All configuration, from environment variables prefixed ``DF_``.
+
+Embedded mode (no ``DF_REDIS_URL``) runs the very same state code against an
+in-process Redis-compatible server, and seeds in-process instead of in Celery.
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _first_non_loopback_ipv4() -> str:
+    """Mirror the Go supernode's default advertise IP: the first non-loopback address."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            # A UDP "connect" sends nothing; it only asks the kernel for a route.
+            probe.connect(("10.254.254.254", 1))
+            address: str = probe.getsockname()[0]
+            if not address.startswith("127."):
+                return address
+    except OSError:
+        pass
+    return "127.0.0.1"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DF_", env_file=None, extra="ignore")
+
+    # --- listeners -------------------------------------------------------------------------
+    listen: str = Field("127.0.0.1", description="Bind address for both ports.")
+    port: int = Field(8002, description="dfget-facing API port.")
+    download_port: int = Field(8001, description="Piece (framed file) download port, nginx in the original.")
+    advertise_ip: str = Field("", description="IP peers use for the CDN peer; the VIP behind a load balancer.")
+
+    # --- backing services ------------------------------------------------------------------
+    redis_url: str = Field("", description="redis://, rediss:// or redis+sentinel://; empty = embedded.")
+    redis_sentinel_master: str = Field("mymaster", description="Master name for redis+sentinel:// URLs.")
+    broker_url: str = Field("", description="Celery broker; empty = seed in-process.")
+    database_url: str = Field("", description="Audit log database (SQLAlchemy async URL).")
+    seed_dir: Path | None = Field(None, description="Shared seed cache directory (RWX volume in Kubernetes).")
+    home: Path = Field(Path(".dfhome"), description="Data directory in embedded mode.")
+
+    # --- scheduling limits (PROTOCOL §11.4) -----------------------------------------------
+    peer_down_limit: int = Field(4, ge=1, description="Max concurrent pieces a client downloads.")
+    peer_up_limit: int = Field(5, ge=1, description="Max concurrent uploads handed to one peer.")
+    cdn_load_limit: int = Field(4, ge=1, description="Max concurrent pieces from the CDN per task.")
+    fail_count_limit: int = Field(5, ge=0, description="Client errors before it is served by the CDN only.")
+    elimination_limit: int = Field(5, ge=1, description="Serving errors before a holder is dropped.")
+    holder_sample: int = Field(16, ge=1, description="Holders sampled per piece when scheduling.")
+    piece_lease_seconds: float = Field(
+        60.0, gt=0, description="A handed-out piece that is not reported within this time is re-offered."
+    )
+    down_link_kib: int = Field(
+        0, ge=0, description="downLink in piece tasks (KiB/s); 0 like Go, 20480 lifts 0.4.x's 10 MiB/s cap."
+    )
+
+    # --- lifetimes (PROTOCOL §11.7) -------------------------------------------------------
+    task_ttl_seconds: int = Field(1800, ge=10, description="Idle time after which task state expires.")
+    fail_access_seconds: int = Field(180, ge=0, description="Negative cache after a source 404.")
+    seed_lease_seconds: float = Field(30.0, gt=1, description="A seeder silent for this long is replaced.")
+
+    # --- source access --------------------------------------------------------------------
+    probe_timeout_seconds: float = Field(4.0, gt=0, description="Length probe timeout at registration.")
+    source_connect_timeout_seconds: float = Field(3.0, gt=0)
+    source_read_timeout_seconds: float = Field(60.0, gt=0)
+
+    version: str = Field("1.0.6", description="Version reported by /version and to clients.")
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if not self.advertise_ip:
+            self.advertise_ip = _first_non_loopback_ipv4()
+        if self.seed_dir is None:
+            self.seed_dir = self.home / "repo"
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def seed_path(self) -> Path:
+        assert self.seed_dir is not None
+        return self.seed_dir
+
+    @property
+    def cdn_cid_prefix(self) -> str:
+        return f"cdnnode:{self.advertise_ip}~"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
