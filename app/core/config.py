@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     task_ttl_seconds: int = Field(1800, ge=10, description="Idle time after which task state expires.")
     fail_access_seconds: int = Field(180, ge=0, description="Negative cache after a source 404.")
     seed_lease_seconds: float = Field(30.0, gt=1, description="A seeder silent for this long is replaced.")
+    seed_retry_seconds: float = Field(5.0, ge=0, description="Wait before a failed seed is retried.")
 
     # --- source access --------------------------------------------------------------------
     probe_timeout_seconds: float = Field(4.0, gt=0, description="Length probe timeout at registration.")

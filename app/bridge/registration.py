@@ -1,0 +1,55 @@
+"""The registration-time source probe (PROTOCOL §5.1 step 2), done once per task cluster-wide.
+
+The first registration of a task takes a short Redis lock and probes; concurrent registrations of the
+same task on any replica wait for its result instead of probing again (the Go supernode probed on
+every registration, §15.15).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from app.cdn.source import probe_source
+from app.core.config import Settings
+from app.state.store import ClusterState
+
+# Probe outcomes that make dfget go to the source at once (code 607) rather than wait on a seed job
+# that cannot succeed. 5xx is left to the seed job: it may be transient.
+_REFUSING = {"not_found", "auth", "unreachable"}
+_POLL_SECONDS = 0.05
+# Long enough for registrations racing the prober to read its verdict.
+_SHORT_VERDICT_SECONDS = 3.0
+
+
+async def probe_geometry(
+    settings: Settings,
+    state: ClusterState,
+    client: httpx.AsyncClient,
+    tid: str,
+    url: str,
+    headers: dict[str, str],
+) -> int | str:
+    """The source length (-1 unknown), or the reason text when the source refuses."""
+    deadline = time.monotonic() + settings.probe_timeout_seconds + 0.5
+    while not await state.try_lock_probe(tid, settings.probe_timeout_seconds + 1.0):
+        if time.monotonic() > deadline:
+            break  # the prober vanished: probe ourselves rather than fail the client
+        geometry = await state.task_geometry(tid)
+        if geometry is not None:
+            return geometry[0]
+        refused = await state.unreachable_reason(tid)
+        if refused is not None:
+            return refused
+        await asyncio.sleep(_POLL_SECONDS)
+
+    probe = await probe_source(client, url, headers, settings.probe_timeout_seconds)
+    if probe.reason in _REFUSING:
+        message = f"source {url} refused: {probe.reason} (HTTP {probe.status})"
+        ttl = settings.fail_access_seconds if probe.reason == "not_found" else _SHORT_VERDICT_SECONDS
+        await state.mark_unreachable(tid, message, ttl)
+        await state.release_probe(tid)
+        return message
+    return probe.length

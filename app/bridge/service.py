@@ -1,0 +1,193 @@
+"""The dfget-facing "0.3 bridge" (PROTOCOL §5): registration, pulls and reports.
+
+Handlers stay thin; this module turns parsed requests into state calls and wire answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import httpx
+
+from app.bridge.registration import probe_geometry
+from app.cdn.dispatch import SeedDispatcher
+from app.cdn.source import convert_headers
+from app.core.config import Settings
+from app.protocol import wire
+from app.protocol.codes import Code, PullStatus
+from app.protocol.pieces import piece_num_of_range, piece_range, piece_size_for, provisional_piece_total
+from app.protocol.taskid import cdn_path, task_id
+from app.scheduler.core import CDN, Candidate, Limits, PieceView, Snapshot, schedule
+from app.state.store import Assignment, ClusterState, PeerRegistration, parse_assignments
+
+log = logging.getLogger("app.bridge")
+
+MAX_PIECE_NUM = 1 << 20  # far above any real file (15 MiB pieces); guards the bitmaps
+
+
+class PeerBridge:
+    def __init__(
+        self, settings: Settings, state: ClusterState, dispatcher: SeedDispatcher, source: httpx.AsyncClient
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.dispatcher = dispatcher
+        self.source = source
+        self.limits = Limits(
+            peer_down=settings.peer_down_limit,
+            peer_up=settings.peer_up_limit,
+            cdn_load=settings.cdn_load_limit,
+            fail_count=settings.fail_count_limit,
+            elimination=settings.elimination_limit,
+        )
+        self.rng = random.Random()
+
+    def dst_of(self, cid: str) -> str:
+        """The seed cache appears to peers under any ``cdnnode:`` cid (the advertise IP may differ)."""
+        return CDN if cid.startswith("cdnnode:") else cid
+
+    def cdn_cid(self, tid: str) -> str:
+        return f"{self.settings.cdn_cid_prefix}{tid}"
+
+    # --- /peer/registry ---------------------------------------------------------------------------
+
+    async def register(self, body: bytes, content_type: str) -> dict[str, Any]:
+        try:
+            req = wire.parse_register(wire.decode_body(body, content_type))
+        except wire.WireError as exc:
+            return wire.result(Code.PARAM_ERROR, str(exc))
+        headers = convert_headers(req.header_entries)
+        task_url = req.task_url or req.raw_url
+        tid = task_id(task_url, req.md5, req.identifier, headers)
+
+        refused = await self.state.unreachable_reason(tid)
+        if refused is not None:
+            return wire.result(Code.URL_NOT_REACHABLE, refused)
+        registration = PeerRegistration(
+            tid=tid, cid=req.cid, task_url=task_url, raw_url=req.raw_url, md5=req.md5, identifier=req.identifier,
+            headers=headers, peer_id=f"{req.host_name}-{req.ip}-{time.time_ns()}", ip=req.ip, port=req.port,
+            path=req.path, host_name=req.host_name, version=req.version, super_node_ip=req.super_node_ip,
+            call_system=req.call_system, dfdaemon=req.dfdaemon,
+        )
+        outcome = await self.state.register(registration, None, 0, 0)
+        if outcome.result == "unprobed":
+            geometry = await probe_geometry(self.settings, self.state, self.source, tid, req.raw_url, headers)
+            if isinstance(geometry, str):
+                return wire.result(Code.URL_NOT_REACHABLE, geometry)
+            piece_size = piece_size_for(geometry)
+            outcome = await self.state.register(
+                registration, geometry, piece_size, provisional_piece_total(geometry, piece_size)
+            )
+            await self.state.release_probe(tid)
+        if outcome.result == "conflict":
+            return wire.result(606, f"task {tid} exists with another url, md5 or identifier")
+        if outcome.result != "ok":
+            return wire.result(Code.SYSTEM_ERROR, "task expired during registration, please retry")
+        if outcome.seed_epoch:
+            await self.dispatcher.dispatch(tid, outcome.seed_epoch)
+        return wire.register_ok(tid, outcome.http_file_length, outcome.piece_size)
+
+    # --- /peer/task ---------------------------------------------------------------------------------
+
+    async def pull(self, query: dict[str, str]) -> dict[str, Any]:
+        try:
+            req = wire.parse_pull(query)
+        except wire.WireError as exc:
+            return wire.result(Code.PARAM_ERROR, str(exc))
+        if req.status not in (PullStatus.START, PullStatus.RUNNING, PullStatus.FINISH):
+            return wire.result(Code.PARAM_ERROR, f"unknown status {req.status}")
+        piece_num = piece_num_of_range(req.range) if req.range else -1
+        if piece_num >= MAX_PIECE_NUM:
+            return wire.result(Code.PARAM_ERROR, f"range {req.range} is out of bounds")
+        out = await self.state.pull(
+            req.task_id, req.src_cid, req.status, req.result, piece_num, self.dst_of(req.dst_cid), req.fingerprint
+        )
+        kind = out["kind"]
+        if kind == "snapshot":
+            picks = schedule(to_snapshot(out), self.limits, self.rng)
+            assigned = await self.state.assign(req.task_id, req.src_cid, req.fingerprint, picks) if picks else []
+            return self._pieces(req.task_id, out, assigned)
+        if kind == "replay":
+            return self._pieces(req.task_id, out, parse_assignments(out["assigned"]))
+        if kind == "wait":
+            if out.get("seedEpoch"):
+                await self.dispatcher.dispatch(req.task_id, int(out["seedEpoch"]))
+            return self._wait(out)
+        if kind == "finish":
+            return wire.finish(int(out["fileLength"]), out.get("md5") or "")
+        if kind == "failed":
+            return wire.result(Code.SYSTEM_ERROR, f"taskID {req.task_id}: cdn status is fail: {out.get('msg', '')}")
+        if kind == "param":
+            return wire.result(Code.PARAM_ERROR, out.get("msg", "param is illegal"))
+        return wire.result(Code.TARGET_NOT_FOUND, f"taskID {req.task_id} or cid {req.src_cid} not found")
+
+    def _wait(self, out: dict[str, Any]) -> dict[str, Any]:
+        return wire.result(
+            Code.PEER_WAIT, f"clientSucCount:{out.get('have', 0)},cdnSucCount:{out.get('cdn', 0)}: peer should wait"
+        )
+
+    def _pieces(self, tid: str, out: dict[str, Any], assigned: list[Assignment]) -> dict[str, Any]:
+        # An empty 601 would stall dfget 0.4.x for good (§5.2); "ask again" is the honest answer.
+        if not assigned:
+            return self._wait(out)
+        piece_size = int(out["pieceSize"])
+        cdn_ip = out.get("superNodeIp") or self.settings.advertise_ip
+        tasks = []
+        for item in assigned:
+            if item.dst == CDN:
+                cid, ip, port, path = self.cdn_cid(tid), cdn_ip, self.settings.download_port, cdn_path(tid)
+            else:
+                cid, ip, port, path = item.dst, item.ip, item.port, item.path
+            tasks.append(
+                wire.piece_task(
+                    piece_range(item.piece_num, piece_size), item.piece_num, piece_size, item.md5, cid, ip, port,
+                    path, self.settings.down_link_kib,
+                )
+            )
+        return wire.result(Code.PEER_CONTINUE, data=tasks)
+
+    # --- reports --------------------------------------------------------------------------------------
+
+    async def piece_success(self, query: dict[str, str]) -> dict[str, Any]:
+        tid, cid = query.get("taskId", ""), query.get("cid", "")
+        piece_num = piece_num_of_range(query.get("pieceRange", ""))
+        if not tid or not cid or not 0 <= piece_num < MAX_PIECE_NUM:
+            return wire.result(Code.PARAM_ERROR, "taskId, cid and a valid pieceRange are required")
+        await self.state.piece_success(tid, cid, piece_num, self.dst_of(query.get("dstCid", "")))
+        return wire.result(Code.PIECE_REPORTED)
+
+    async def piece_error(self, query: dict[str, str]) -> dict[str, Any]:
+        tid, src = query.get("taskId", ""), query.get("srcCid", "")
+        if tid and src:
+            await self.state.piece_error(tid, src, self.dst_of(query.get("dstCid", "")), query.get("errorType", ""))
+        return wire.result(Code.SUCCESS)
+
+    async def service_down(self, query: dict[str, str]) -> dict[str, Any]:
+        tid, cid = query.get("taskId", ""), query.get("cid", "")
+        if tid and cid:
+            await self.state.service_down(tid, cid)
+        return wire.result(Code.PEER_DOWN_REPORTED)
+
+
+def to_snapshot(out: dict[str, Any]) -> Snapshot:
+    # cjson turns empty Lua tables into {}; treat them as empty lists.
+    pieces = [
+        PieceView(int(p[0]), p[1], int(p[2]), tuple(p[3]) if isinstance(p[3], list) else ())
+        for p in (out.get("pieces") or [])
+    ]
+    raw_candidates = out.get("candidates") or {}
+    candidates = {cid: Candidate(int(c[0]), int(c[1]), int(c[2])) for cid, c in raw_candidates.items()}
+    running = out.get("running") or []
+    black = out.get("black") or []
+    return Snapshot(
+        pieces=pieces,
+        running=[int(n) for n in running] if isinstance(running, list) else [],
+        candidates=candidates,
+        cdn_load=int(out.get("cdnLoad", 0)),
+        black=frozenset(black if isinstance(black, list) else []),
+        client_errors=int(out.get("errors", 0)),
+    )
+

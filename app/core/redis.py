@@ -1,0 +1,49 @@
+"""Redis connections: a real server (plain or Sentinel) in cluster mode, an in-process
+Redis-compatible server in embedded mode. Both run the same Lua scripts."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+
+from app.core.config import Settings
+
+_embedded_server: object | None = None
+
+
+def create_redis(settings: Settings) -> aioredis.Redis:
+    if settings.embedded:
+        return _embedded_redis()
+    url = settings.redis_url
+    if url.startswith("redis+sentinel://"):
+        return _sentinel_redis(url, settings.redis_sentinel_master)
+    return aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+
+
+def _embedded_redis() -> aioredis.Redis:
+    # fakeredis runs real Lua (via lupa) with Redis semantics; one server object per process so that
+    # every client in the process (API, seeder) sees the same data.
+    import fakeredis
+
+    global _embedded_server
+    if _embedded_server is None:
+        _embedded_server = fakeredis.FakeServer()
+    client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=_embedded_server, decode_responses=True)
+    return client
+
+
+def _sentinel_redis(url: str, default_master: str) -> aioredis.Redis:
+    """``redis+sentinel://[:password@]host1:26379,host2:26379/<db>?master=<name>``."""
+    parsed = urlparse(url)
+    hosts = []
+    for item in parsed.netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = item.partition(":")
+        hosts.append((host, int(port or 26379)))
+    query = parse_qs(parsed.query)
+    master = query.get("master", [default_master])[0]
+    db = int(parsed.path.strip("/") or 0)
+    sentinel = Sentinel(hosts, password=parsed.password, db=db, decode_responses=True)
+    client: aioredis.Redis = sentinel.master_for(master)
+    return client

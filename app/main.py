@@ -1,0 +1,104 @@
+"""The supernode process: the API app (port 8002) and the piece server (port 8001) on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.responses import Response
+
+from app.api.middleware import VersionPrefixMiddleware
+from app.api.responses import JSONBytes
+from app.api.routes import peer, system
+from app.bridge.service import PeerBridge
+from app.cdn.dispatch import CeleryDispatcher, InProcessDispatcher, SeedDispatcher
+from app.cdn.source import make_source_client
+from app.cdn.storage import LocalSeedStorage
+from app.core.config import Settings, get_settings
+from app.core.redis import create_redis
+from app.protocol.codes import Code
+from app.state.store import ClusterState
+
+log = logging.getLogger("app")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = create_redis(settings)
+        state = ClusterState(redis, settings)
+        storage = LocalSeedStorage(settings.seed_path)
+        dispatcher: SeedDispatcher = (
+            CeleryDispatcher(settings.broker_url) if settings.broker_url else InProcessDispatcher(state, storage)
+        )
+        probe_client = make_source_client(
+            connect_timeout=settings.source_connect_timeout_seconds, read_timeout=settings.probe_timeout_seconds
+        )
+        app.state.settings = settings
+        app.state.redis = redis
+        app.state.storage = storage
+        app.state.bridge = PeerBridge(settings, state, dispatcher, probe_client)
+        log.info(
+            "supernode up: %s mode, advertise %s, seed cache %s",
+            "embedded" if settings.embedded else "cluster", settings.advertise_ip, settings.seed_path,
+        )
+        try:
+            yield
+        finally:
+            await dispatcher.close()
+            await probe_client.aclose()
+            await redis.aclose()
+
+    app = FastAPI(title="Dragonfly supernode (HA)", version=settings.version, lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(system.router)
+    app.include_router(peer.router)
+    app.add_middleware(VersionPrefixMiddleware)
+    Instrumentator().instrument(app, metric_namespace="dragonfly", metric_subsystem="supernode").expose(
+        app, include_in_schema=False
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        return JSONBytes({"code": 400, "message": str(exc.errors())}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if request.url.path.startswith("/peer/"):
+            # dfget reacts to code 500 exactly as to a transport error (migrate / next node), and a
+            # load balancer does not mark the replica down for it.
+            return JSONBytes({"code": Code.SYSTEM_ERROR, "msg": f"system error: {type(exc).__name__}"})
+        return JSONBytes({"code": 500, "message": "internal error"}, status_code=500)
+
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from app.download.server import start_download_server
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.listen, port=settings.port, log_level="info", access_log=False, timeout_keep_alive=600
+    )
+    server = uvicorn.Server(config)
+    storage = LocalSeedStorage(settings.seed_path)
+    runner = await start_download_server(storage, settings.listen, settings.download_port)
+    try:
+        await server.serve()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(get_settings()))

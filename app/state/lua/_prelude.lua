@@ -1,0 +1,59 @@
+-- Shared by every script. ARGV[1] = per-task key prefix "df:{<taskId>}:", ARGV[2] = TTL seconds,
+-- ARGV[3] = now in ms (the calling replica's clock; leases tolerate small skew).
+local P = ARGV[1]
+local TTL = tonumber(ARGV[2])
+local NOW = tonumber(ARGV[3])
+
+local function k(suffix) return P .. suffix end
+local function touch(key) redis.call('EXPIRE', key, TTL) end
+
+-- Close an in-flight piece of `cid`: drop it from the run map and from its source's load.
+-- Returns the source it was running against, or false when it was not running.
+local function release(cid, n)
+  local runk = k('run:' .. cid)
+  local entry = redis.call('HGET', runk, n)
+  if not entry then return false end
+  redis.call('HDEL', runk, n)
+  local dst = string.match(entry, '^(.*)|[^|]*$')
+  redis.call('ZREM', k('load:' .. dst), cid .. '|' .. n)
+  return dst
+end
+
+local function record_success(cid, n, add_holder)
+  release(cid, n)
+  local donek = k('done:' .. cid)
+  redis.call('SETBIT', donek, n, 1)
+  touch(donek)
+  if add_holder then
+    local hk = k('holders:' .. n)
+    redis.call('SADD', hk, cid)
+    touch(hk)
+  end
+end
+
+-- Only a failure that closes a running assignment counts, so a resent report counts once.
+local function record_failure(cid, n, reported_dst, cdn_dst)
+  local dst = release(cid, n)
+  if not dst then return end
+  if reported_dst ~= '' and reported_dst ~= dst then dst = reported_dst end
+  if dst == cdn_dst then return end
+  local blk = k('black:' .. cid)
+  redis.call('SADD', blk, dst)
+  touch(blk)
+  redis.call('HINCRBY', k('dt:' .. cid), 'errs', 1)
+  local dstk = k('dt:' .. dst)
+  if redis.call('EXISTS', dstk) == 1 then redis.call('HINCRBY', dstk, 'serr', 1) end
+end
+
+-- Start (or restart) the one seed job of the task: bump the epoch so that any older job stops.
+local function trigger_seed(taskk, lease_ms)
+  local epoch = redis.call('HINCRBY', taskk, 'seedEpoch', 1)
+  redis.call('HSET', taskk, 'cdnStatus', 'RUNNING', 'seedLease', NOW + lease_ms, 'seedError', '',
+    'seedReason', '', 'seedBytes', 0, 'seedStarted', NOW)
+  redis.call('DEL', k('cdn'))
+  return epoch
+end
+
+local function seed_is_stale(status, lease)
+  return status == 'RUNNING' and NOW > tonumber(lease or '0')
+end

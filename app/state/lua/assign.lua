@@ -1,0 +1,47 @@
+-- Commit the scheduler's choice for one pull. Each pick is re-checked against limits that other
+-- replicas may have used up since the snapshot; picks that no longer fit are dropped.
+-- ARGV[4..]: cid, fingerprint, pieceLeaseMs, upLimit, cdnLimit, eliminationLimit, cdnDst,
+--            then pairs (pieceNum, dst)
+local cid, fingerprint = ARGV[4], ARGV[5]
+local piece_lease, up_limit, cdn_limit = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local elimination, cdn_dst = tonumber(ARGV[9]), ARGV[10]
+local dtk, runk, donek, cdnk = k('dt:' .. cid), k('run:' .. cid), k('done:' .. cid), k('cdn')
+local blk = k('black:' .. cid)
+
+local out, lastp = {}, {}
+for i = 11, #ARGV, 2 do
+  local n, dst = ARGV[i], ARGV[i + 1]
+  local md5 = redis.call('HGET', cdnk, n)
+  if md5 and redis.call('GETBIT', donek, n) == 0 and redis.call('HEXISTS', runk, n) == 0 then
+    local lk = k('load:' .. dst)
+    redis.call('ZREMRANGEBYSCORE', lk, '-inf', NOW)
+    local fits, info = false, nil
+    if dst == cdn_dst then
+      fits = redis.call('ZCARD', lk) < cdn_limit
+    else
+      info = redis.call('HMGET', k('dt:' .. dst), 'ip', 'port', 'path', 'down', 'serr')
+      fits = info[1] ~= false and tonumber(info[2]) > 0 and info[4] ~= '1'
+        and tonumber(info[5] or '0') < elimination and redis.call('ZCARD', lk) < up_limit
+        and redis.call('SISMEMBER', blk, dst) == 0
+    end
+    if fits then
+      local expiry = NOW + piece_lease
+      redis.call('HSET', runk, n, dst .. '|' .. expiry)
+      redis.call('ZADD', lk, expiry, cid .. '|' .. n)
+      touch(lk)
+      table.insert(lastp, n .. '|' .. dst)
+      if info then
+        table.insert(out, {tonumber(n), dst, md5, info[1], tonumber(info[2]), info[3]})
+      else
+        table.insert(out, {tonumber(n), dst, md5})
+      end
+    end
+  end
+end
+touch(runk)
+if #lastp > 0 then
+  redis.call('HSET', dtk, 'lastq', fingerprint, 'lastp', table.concat(lastp, ','))
+else
+  redis.call('HDEL', dtk, 'lastq', 'lastp')
+end
+return cjson.encode(out)

@@ -1,0 +1,15 @@
+-- /peer/piece/suc (PROTOCOL §5.3): the reporter stored a piece and becomes a source for it.
+-- Idempotent: a repeated report changes nothing. ARGV[4..]: cid, pieceNum, dst, cdnDst
+local cid, n, dst, cdn_dst = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local dtk = k('dt:' .. cid)
+if redis.call('EXISTS', dtk) == 0 then return 0 end
+local task = redis.call('HMGET', k('task'), 'cdnStatus', 'pieceTotal')
+if task[1] == 'SUCCESS' and n >= tonumber(task[2]) then return 0 end
+record_success(cid, n, true)
+redis.call('HSET', dtk, 'errs', 0)
+if dst ~= '' and dst ~= cdn_dst then
+  local dstk = k('dt:' .. dst)
+  if redis.call('EXISTS', dstk) == 1 then redis.call('HSET', dstk, 'serr', 0) end
+end
+touch(dtk)
+return 1

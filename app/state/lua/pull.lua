@@ -1,0 +1,138 @@
+-- One /peer/task request (PROTOCOL §5.2, §11.3, §11.4): record the reported outcome, then return a
+-- snapshot of everything the pure scheduler needs, or a final answer.
+-- ARGV[4..]: tid, cid, status, result, pieceNum, dst, fingerprint, downLimit, holderSample,
+--            seedLeaseMs, cdnDst
+local tid, cid = ARGV[4], ARGV[5]
+local status, result, n, dst = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+local fingerprint, down_limit, sample = ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12])
+local lease_ms, cdn_dst = tonumber(ARGV[13]), ARGV[14]
+
+local taskk, dtk, runk, cdnk = k('task'), k('dt:' .. cid), k('run:' .. cid), k('cdn')
+local task = redis.call('HMGET', taskk, 'cdnStatus', 'pieceTotal', 'fileLength', 'realMd5', 'seedLease',
+  'seedError', 'pieceSize')
+if not task[1] or redis.call('EXISTS', dtk) == 0 then return cjson.encode({kind = 'unknown'}) end
+
+-- A load balancer retry of the pull we answered last: hand out the same pieces again.
+local last = redis.call('HMGET', dtk, 'lastq', 'lastp', 'superNodeIp')
+local piece_size, super_node = tonumber(task[7]), last[3] or ''
+if last[1] == fingerprint and last[2] and last[2] ~= '' then
+  local still = true
+  for item in string.gmatch(last[2], '[^,]+') do
+    local pn, pdst = string.match(item, '^(%d+)|(.*)$')
+    local entry = redis.call('HGET', runk, pn)
+    if not entry or string.sub(entry, 1, #pdst + 1) ~= pdst .. '|' then still = false break end
+  end
+  if still then
+    local out = {}
+    for item in string.gmatch(last[2], '[^,]+') do
+      local pn, pdst = string.match(item, '^(%d+)|(.*)$')
+      local md5 = redis.call('HGET', cdnk, pn) or ''
+      if pdst == cdn_dst then
+        table.insert(out, {tonumber(pn), pdst, md5})
+      else
+        local info = redis.call('HMGET', k('dt:' .. pdst), 'ip', 'port', 'path')
+        if info[1] then table.insert(out, {tonumber(pn), pdst, md5, info[1], tonumber(info[2]), info[3]}) end
+      end
+    end
+    if #out > 0 then return cjson.encode({kind = 'replay', assigned = out, pieceSize = piece_size,
+      superNodeIp = super_node}) end
+  end
+end
+
+redis.call('HSET', taskk, 'accessed', NOW)
+touch(taskk)
+touch(dtk)
+redis.call('ZADD', 'df:tasks', NOW, tid)
+
+local piece_total = tonumber(task[2] or '0')
+local sealed = task[1] == 'SUCCESS'
+if status == 700 then
+  redis.call('HSET', dtk, 'status', 'RUNNING')
+  -- After a migration the START item still carries the last outcome; it is true, so keep it.
+  if result == 503 and n >= 0 and (not sealed or n < piece_total) then record_success(cid, n, false) end
+elseif status == 701 then
+  if n < 0 then return cjson.encode({kind = 'param', msg = 'invalid range'}) end
+  if result == 503 or result == 501 then
+    if not sealed or n < piece_total then record_success(cid, n, false) end
+  elseif result == 500 then
+    record_failure(cid, n, dst, cdn_dst)
+  else
+    return cjson.encode({kind = 'param', msg = 'invalid result ' .. tostring(result)})
+  end
+elseif status == 702 then
+  redis.call('HSET', dtk, 'status', result == 501 and 'SUCCESS' or 'FAILED')
+  return cjson.encode({kind = 'finish', md5 = task[4] or '', fileLength = tonumber(task[3] or '0')})
+else
+  return cjson.encode({kind = 'param', msg = 'invalid status ' .. tostring(status)})
+end
+
+if task[1] == 'FAILED' then return cjson.encode({kind = 'failed', msg = task[6] or '' }) end
+if seed_is_stale(task[1], task[5]) then
+  return cjson.encode({kind = 'wait', seedEpoch = trigger_seed(taskk, lease_ms)})
+end
+if task[1] ~= 'RUNNING' and not sealed then return cjson.encode({kind = 'wait', seedEpoch = 0}) end
+
+-- Pieces in flight; an expired lease means the client never reported it: offer it again.
+local running = {}
+local run = redis.call('HGETALL', runk)
+for i = 1, #run, 2 do
+  local expiry = tonumber(string.match(run[i + 1], '|([^|]*)$'))
+  if expiry < NOW then release(cid, run[i]) else running[run[i]] = true end
+end
+
+local donek = k('done:' .. cid)
+local cdn = redis.call('HGETALL', cdnk)
+local have, running_count, available = 0, 0, {}
+local running_list = {}
+for i = 1, #cdn, 2 do
+  local pn = cdn[i]
+  if redis.call('GETBIT', donek, pn) == 1 then
+    have = have + 1
+  elseif running[pn] then
+    running_count = running_count + 1
+    table.insert(running_list, tonumber(pn))
+  else
+    table.insert(available, {tonumber(pn), cdn[i + 1]})
+  end
+end
+if sealed and have >= piece_total then
+  redis.call('HSET', dtk, 'status', 'SUCCESS')
+  return cjson.encode({kind = 'finish', md5 = task[4] or '', fileLength = tonumber(task[3] or '0')})
+end
+if #available == 0 or running_count >= down_limit then
+  return cjson.encode({kind = 'wait', seedEpoch = 0, have = have, cdn = #cdn / 2})
+end
+
+-- Holders: a bounded random sample per piece keeps the reply small in a large swarm.
+local pieces, candidates = {}, {}
+for _, piece in ipairs(available) do
+  local hk = k('holders:' .. piece[1])
+  local sampled = redis.call('SRANDMEMBER', hk, sample)
+  local holders = {}
+  for _, h in ipairs(sampled) do
+    if h ~= cid then
+      if candidates[h] == nil then
+        local info = redis.call('HMGET', k('dt:' .. h), 'port', 'down', 'serr')
+        if not info[1] or info[2] == '1' then
+          candidates[h] = false
+        else
+          local lk = k('load:' .. h)
+          redis.call('ZREMRANGEBYSCORE', lk, '-inf', NOW)
+          candidates[h] = {tonumber(info[1]), tonumber(info[3] or '0'), redis.call('ZCARD', lk)}
+        end
+      end
+      if candidates[h] then table.insert(holders, h) else redis.call('SREM', hk, h) end
+    end
+  end
+  table.insert(pieces, {piece[1], piece[2], redis.call('SCARD', hk), holders})
+end
+local cands = {}
+for h, info in pairs(candidates) do
+  if info then cands[h] = info end
+end
+local cdn_loadk = k('load:' .. cdn_dst)
+redis.call('ZREMRANGEBYSCORE', cdn_loadk, '-inf', NOW)
+return cjson.encode({kind = 'snapshot', pieceSize = piece_size, superNodeIp = super_node, pieces = pieces,
+  running = running_list, candidates = cands,
+  cdnLoad = redis.call('ZCARD', cdn_loadk), black = redis.call('SMEMBERS', k('black:' .. cid)),
+  errors = tonumber(redis.call('HGET', dtk, 'errs') or '0')})

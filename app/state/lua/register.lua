@@ -1,0 +1,56 @@
+-- Register a dfget (PROTOCOL §5.1): create the task if new, (re)write the cid's dfget-task,
+-- and decide whether this registration starts the task's one seed job.
+-- ARGV[4..]: tid, cid, taskUrl, rawUrl, md5, identifier, headersJson, httpFileLength, pieceSize,
+--            provisionalTotal, peerId, ip, port, path, hostName, version, superNodeIp, callSystem,
+--            dfdaemon, seedLeaseMs, seedRetryMs
+local tid, cid, task_url, raw_url = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local md5, identifier, headers = ARGV[8], ARGV[9], ARGV[10]
+local http_len, piece_size, provisional = ARGV[11], ARGV[12], ARGV[13]
+local lease_ms, retry_ms = tonumber(ARGV[24]), tonumber(ARGV[25])
+
+local taskk = k('task')
+if redis.call('EXISTS', taskk) == 1 then
+  local cur = redis.call('HMGET', taskk, 'taskUrl', 'md5', 'identifier')
+  local same = cur[1] == task_url
+  if same then
+    if cur[2] ~= '' then same = cur[2] == md5 else same = cur[3] == identifier end
+  end
+  if not same then return cjson.encode({result = 'conflict'}) end
+elseif http_len == '' then
+  return cjson.encode({result = 'unprobed'})
+else
+  redis.call('HSET', taskk, 'taskId', tid, 'taskUrl', task_url, 'rawUrl', raw_url, 'md5', md5,
+    'identifier', identifier, 'headers', headers, 'httpFileLength', http_len, 'pieceSize', piece_size,
+    'pieceTotal', provisional, 'cdnStatus', 'WAITING', 'seedEpoch', 0, 'created', NOW,
+    'callSystem', ARGV[22], 'dfdaemon', ARGV[23])
+end
+
+-- A re-registration (migration) keeps the cid's pieces but ends what it had in flight.
+for _, n in ipairs(redis.call('HKEYS', k('run:' .. cid))) do release(cid, n) end
+local dtk = k('dt:' .. cid)
+redis.call('HDEL', dtk, 'lastq', 'lastp')
+redis.call('HSET', dtk, 'cid', cid, 'peerId', ARGV[14], 'ip', ARGV[15], 'port', ARGV[16], 'path', ARGV[17],
+  'hostName', ARGV[18], 'version', ARGV[19], 'superNodeIp', ARGV[20], 'status', 'WAITING', 'errs', 0,
+  'serr', 0, 'down', 0, 'created', NOW)
+touch(dtk)
+local cidsk = k('cids')
+redis.call('SADD', cidsk, cid)
+touch(cidsk)
+
+local st = redis.call('HMGET', taskk, 'cdnStatus', 'seedLease', 'seedFinished', 'httpFileLength', 'pieceSize')
+local epoch = 0
+if st[1] == 'WAITING' or seed_is_stale(st[1], st[2])
+   or (st[1] == 'FAILED' and NOW - tonumber(st[3] or '0') >= retry_ms) then
+  -- A retry uses the newest registrant's URL and headers (a fresh bearer token, say).
+  if st[1] == 'FAILED' and headers ~= '{}' then
+    redis.call('HSET', taskk, 'headers', headers, 'rawUrl', raw_url)
+  end
+  epoch = trigger_seed(taskk, lease_ms)
+  st[1] = 'RUNNING'
+end
+redis.call('HSET', taskk, 'accessed', NOW)
+touch(taskk)
+touch(k('cdn'))
+redis.call('ZADD', 'df:tasks', NOW, tid)
+return cjson.encode({result = 'ok', httpFileLength = tonumber(st[4]), pieceSize = tonumber(st[5]),
+  cdnStatus = st[1], seedEpoch = epoch})

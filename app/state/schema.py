@@ -1,0 +1,84 @@
+"""The one Redis key schema of the cluster. Every key, its type and its lifetime is listed here.
+
+All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touches a single slot
+(Redis Cluster safe) and so that a task's state is colocated.
+
+| key                          | type   | content                                                        | TTL        |
+|------------------------------|--------|----------------------------------------------------------------|------------|
+| df:{T}:task                  | hash   | task: urls, headers, md5, identifier, httpFileLength, pieceSize,| task TTL,  |
+|                              |        | pieceTotal, cdnStatus, fileLength, realMd5, seed epoch/lease/  | refreshed  |
+|                              |        | progress/error, created/accessed (ms)                          | on access  |
+| df:{T}:cdn                   | hash   | pieceNum -> "md5hex:framedLen" of pieces the seed cache holds   | task TTL   |
+| df:{T}:cids                  | set    | cids registered for the task                                   | task TTL   |
+| df:{T}:dt:{cid}              | hash   | dfget-task: peerId, ip, port, path, hostName, version,         | task TTL   |
+|                              |        | superNodeIp, status, errs (client errors), serr (serving       |            |
+|                              |        | errors), down, lastq/lastp (last pull, for LB retries)         |            |
+| df:{T}:done:{cid}            | bitmap | pieces this cid has (SUCCESS); never cleared while it lives    | task TTL   |
+| df:{T}:run:{cid}             | hash   | pieceNum -> "<dst>|<lease expiry ms>" pieces in flight          | task TTL   |
+| df:{T}:black:{cid}           | set    | dst cids that failed this cid (never offered to it again)      | task TTL   |
+| df:{T}:holders:{n}           | set    | cids that reported piece n via /peer/piece/suc (sources)       | task TTL   |
+| df:{T}:load:{dst}            | zset   | "<srcCid>|<n>" scored by lease expiry ms: uploads in flight     | task TTL   |
+|                              |        | of dst ("cdn" for the seed cache); expired members are stale    |            |
+| df:{T}:probe                 | string | lock of the one registration that probes the source length     | probe time |
+| df:{T}:unreach               | string | negative cache: the source refused; registrations get 607      | fail_access|
+| df:tasks                     | zset   | taskId scored by last access ms (listing, GC of the index)     | none, GC'd |
+
+State transitions that two replicas could race on are single Lua scripts in ``app/state/lua``.
+"""
+
+from __future__ import annotations
+
+PREFIX = "df:"
+TASK_INDEX = f"{PREFIX}tasks"
+CDN_DST = "cdn"  # the dst name of the seed cache in run/load keys
+
+
+def task_prefix(tid: str) -> str:
+    return f"{PREFIX}{{{tid}}}:"
+
+
+def task_key(tid: str) -> str:
+    return f"{task_prefix(tid)}task"
+
+
+def cdn_key(tid: str) -> str:
+    return f"{task_prefix(tid)}cdn"
+
+
+def cids_key(tid: str) -> str:
+    return f"{task_prefix(tid)}cids"
+
+
+def dt_key(tid: str, cid: str) -> str:
+    return f"{task_prefix(tid)}dt:{cid}"
+
+
+def done_key(tid: str, cid: str) -> str:
+    return f"{task_prefix(tid)}done:{cid}"
+
+
+def run_key(tid: str, cid: str) -> str:
+    return f"{task_prefix(tid)}run:{cid}"
+
+
+def holders_key(tid: str, piece_num: int) -> str:
+    return f"{task_prefix(tid)}holders:{piece_num}"
+
+
+def load_key(tid: str, dst: str) -> str:
+    return f"{task_prefix(tid)}load:{dst}"
+
+
+def probe_key(tid: str) -> str:
+    return f"{task_prefix(tid)}probe"
+
+
+def unreach_key(tid: str) -> str:
+    return f"{task_prefix(tid)}unreach"
+
+
+class CdnStatus:
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"

@@ -1,0 +1,226 @@
+"""Typed access to the cluster state. Every mutation is one Lua script call (one round trip)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from app.cdn.sink import SeedJob, SeedOutcome
+from app.core.config import Settings
+from app.scheduler.core import CDN
+from app.state import schema
+from app.state.scripts import script_source
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class PeerRegistration:
+    """The parts of a /peer/registry body the state keeps (already validated)."""
+
+    tid: str
+    cid: str
+    task_url: str
+    raw_url: str
+    md5: str
+    identifier: str
+    headers: dict[str, str]
+    peer_id: str
+    ip: str
+    port: int
+    path: str
+    host_name: str
+    version: str
+    super_node_ip: str
+    call_system: str
+    dfdaemon: bool
+
+
+@dataclass(frozen=True)
+class RegisterOutcome:
+    result: str  # "ok", "conflict" or "unprobed"
+    http_file_length: int = -1
+    piece_size: int = 0
+    cdn_status: str = ""
+    seed_epoch: int = 0  # > 0: this registration started a seed job with that epoch
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One piece handed to a client: from the seed cache, or from a peer at ip:port/path."""
+
+    piece_num: int
+    dst: str
+    md5: str
+    ip: str = ""
+    port: int = 0
+    path: str = ""
+
+
+class ClusterState:
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self._scripts: dict[str, AsyncScript] = {}
+
+    def _script(self, name: str) -> AsyncScript:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self.redis.register_script(script_source(name))
+            self._scripts[name] = script
+        return script
+
+    async def _run(self, name: str, tid: str, *args: object) -> Any:
+        argv = [schema.task_prefix(tid), self.settings.task_ttl_seconds, now_ms(), *args]
+        return await self._script(name)(keys=[schema.task_key(tid)], args=argv)
+
+    async def _run_json(self, name: str, tid: str, *args: object) -> Any:
+        return orjson.loads(await self._run(name, tid, *args))
+
+    # --- registration ------------------------------------------------------------------------
+
+    async def task_geometry(self, tid: str) -> tuple[int, int] | None:
+        """(httpFileLength, pieceSize) of a known task, or None."""
+        length, piece_size = await self.redis.hmget(schema.task_key(tid), ["httpFileLength", "pieceSize"])
+        if piece_size is None:
+            return None
+        return int(length), int(piece_size)
+
+    async def unreachable_reason(self, tid: str) -> str | None:
+        reason: str | None = await self.redis.get(schema.unreach_key(tid))
+        return reason
+
+    async def mark_unreachable(self, tid: str, reason: str, ttl_seconds: float) -> None:
+        if ttl_seconds > 0:
+            await self.redis.set(schema.unreach_key(tid), reason, px=int(ttl_seconds * 1000))
+
+    async def try_lock_probe(self, tid: str, ttl_seconds: float) -> bool:
+        return bool(await self.redis.set(schema.probe_key(tid), "1", nx=True, px=int(ttl_seconds * 1000)))
+
+    async def release_probe(self, tid: str) -> None:
+        await self.redis.delete(schema.probe_key(tid))
+
+    async def register(
+        self, reg: PeerRegistration, http_file_length: int | None, piece_size: int, provisional_total: int
+    ) -> RegisterOutcome:
+        s = self.settings
+        out = await self._run_json(
+            "register", reg.tid, reg.tid, reg.cid, reg.task_url, reg.raw_url, reg.md5, reg.identifier,
+            orjson.dumps(reg.headers), "" if http_file_length is None else http_file_length, piece_size,
+            provisional_total, reg.peer_id, reg.ip, reg.port, reg.path, reg.host_name, reg.version,
+            reg.super_node_ip, reg.call_system, int(reg.dfdaemon), int(s.seed_lease_seconds * 1000),
+            int(s.seed_retry_seconds * 1000),
+        )
+        return RegisterOutcome(
+            result=out["result"],
+            http_file_length=int(out.get("httpFileLength") or -1),
+            piece_size=int(out.get("pieceSize") or 0),
+            cdn_status=out.get("cdnStatus", ""),
+            seed_epoch=int(out.get("seedEpoch") or 0),
+        )
+
+    # --- pulls and reports ---------------------------------------------------------------------
+
+    async def pull(
+        self, tid: str, cid: str, status: int, result: int, piece_num: int, dst: str, fingerprint: str
+    ) -> dict[str, Any]:
+        s = self.settings
+        out: dict[str, Any] = await self._run_json(
+            "pull", tid, tid, cid, status, result, piece_num, dst, fingerprint, s.peer_down_limit,
+            s.holder_sample, int(s.seed_lease_seconds * 1000), CDN,
+        )
+        return out
+
+    async def assign(self, tid: str, cid: str, fingerprint: str, picks: list[tuple[int, str]]) -> list[Assignment]:
+        s = self.settings
+        flat: list[object] = []
+        for piece_num, dst in picks:
+            flat += [piece_num, dst]
+        rows = await self._run_json(
+            "assign", tid, cid, fingerprint, int(s.piece_lease_seconds * 1000), s.peer_up_limit,
+            s.cdn_load_limit, s.elimination_limit, CDN, *flat,
+        )
+        return parse_assignments(rows)
+
+    async def piece_success(self, tid: str, cid: str, piece_num: int, dst: str) -> bool:
+        return bool(await self._run("piece_suc", tid, cid, piece_num, dst, CDN))
+
+    async def piece_error(self, tid: str, src_cid: str, dst: str, error_type: str) -> bool:
+        return bool(await self._run("piece_error", tid, src_cid, dst, error_type, CDN))
+
+    async def service_down(self, tid: str, cid: str) -> bool:
+        return bool(await self._run("service_down", tid, cid))
+
+    # --- seeding -----------------------------------------------------------------------------------
+
+    async def seed_job(self, tid: str, epoch: int) -> SeedJob | None:
+        """The job to run for (tid, epoch), or None when that epoch is no longer current."""
+        fields = await self.redis.hgetall(schema.task_key(tid))
+        if not fields or fields.get("seedEpoch") != str(epoch) or fields.get("cdnStatus") != "RUNNING":
+            return None
+        return SeedJob(
+            tid=tid,
+            epoch=epoch,
+            raw_url=fields["rawUrl"],
+            task_url=fields["taskUrl"],
+            headers=orjson.loads(fields.get("headers") or "{}"),
+            md5=fields.get("md5", ""),
+            identifier=fields.get("identifier", ""),
+            http_file_length=int(fields.get("httpFileLength", "-1")),
+            piece_size=int(fields["pieceSize"]),
+        )
+
+    async def seed_heartbeat(self, tid: str, epoch: int) -> bool:
+        return bool(await self._run("seed_heartbeat", tid, epoch, int(self.settings.seed_lease_seconds * 1000)))
+
+    async def seed_pieces(self, tid: str, epoch: int, first: int, md5s: list[str], seeded_bytes: int) -> bool:
+        lease = int(self.settings.seed_lease_seconds * 1000)
+        return bool(await self._run("seed_pieces", tid, epoch, lease, seeded_bytes, first, *md5s))
+
+    async def seed_finished(self, tid: str, epoch: int, outcome: SeedOutcome) -> bool:
+        return bool(
+            await self._run(
+                "seed_finish", tid, epoch, int(outcome.success), outcome.file_length, outcome.raw_length,
+                outcome.real_md5, outcome.piece_total, outcome.error, outcome.reason,
+                self.settings.fail_access_seconds,
+            )
+        )
+
+
+def parse_assignments(rows: Any) -> list[Assignment]:
+    # cjson encodes an empty Lua table as {}.
+    if not isinstance(rows, list):
+        return []
+    assignments = []
+    for row in rows:
+        if len(row) > 3:
+            assignments.append(Assignment(int(row[0]), row[1], row[2], row[3], int(row[4]), row[5]))
+        else:
+            assignments.append(Assignment(int(row[0]), row[1], row[2]))
+    return assignments
+
+
+class RedisSeedSink:
+    """The seeder's view of the cluster state (app.cdn.sink.SeedSink)."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+
+    async def piece_ready(self, tid: str, epoch: int, piece_num: int, md5: str, seeded_bytes: int) -> bool:
+        return await self.state.seed_pieces(tid, epoch, piece_num, [md5], seeded_bytes)
+
+    async def pieces_ready(self, tid: str, epoch: int, md5s: list[str], seeded_bytes: int) -> bool:
+        return await self.state.seed_pieces(tid, epoch, 0, md5s, seeded_bytes)
+
+    async def heartbeat(self, tid: str, epoch: int) -> bool:
+        return await self.state.seed_heartbeat(tid, epoch)
+
+    async def finished(self, tid: str, epoch: int, outcome: SeedOutcome) -> None:
+        await self.state.seed_finished(tid, epoch, outcome)

@@ -1,0 +1,21 @@
+"""The Celery application shared by the supernode replicas (producers) and the workers."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+
+def create_celery(broker_url: str) -> Celery:
+    app = Celery("df_supernode", broker=broker_url)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        # A job whose worker dies is redelivered; the seed epoch/lease in Redis keeps it single.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        task_default_queue="df-seed",
+    )
+    return app
