@@ -61,6 +61,10 @@ def run_key(tid: str, cid: str) -> str:
     return f"{task_prefix(tid)}run:{cid}"
 
 
+def black_key(tid: str, cid: str) -> str:
+    return f"{task_prefix(tid)}black:{cid}"
+
+
 def holders_key(tid: str, piece_num: int) -> str:
     return f"{task_prefix(tid)}holders:{piece_num}"
 

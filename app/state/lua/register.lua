@@ -6,7 +6,7 @@
 local tid, cid, task_url, raw_url = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local md5, identifier, headers = ARGV[8], ARGV[9], ARGV[10]
 local http_len, piece_size, provisional = ARGV[11], ARGV[12], ARGV[13]
-local lease_ms, retry_ms = tonumber(ARGV[24]), tonumber(ARGV[25])
+local lease_ms, retry_ms = tonumber(ARGV[23]), tonumber(ARGV[24])
 
 local taskk = k('task')
 if redis.call('EXISTS', taskk) == 1 then
@@ -22,7 +22,7 @@ else
   redis.call('HSET', taskk, 'taskId', tid, 'taskUrl', task_url, 'rawUrl', raw_url, 'md5', md5,
     'identifier', identifier, 'headers', headers, 'httpFileLength', http_len, 'pieceSize', piece_size,
     'pieceTotal', provisional, 'cdnStatus', 'WAITING', 'seedEpoch', 0, 'created', NOW,
-    'callSystem', ARGV[22], 'dfdaemon', ARGV[23])
+    'callSystem', ARGV[21], 'dfdaemon', ARGV[22])
 end
 
 -- A re-registration (migration) keeps the cid's pieces but ends what it had in flight.

@@ -1,0 +1,43 @@
+"""Shared fixtures. Tests use the real Redis on loopback, in a db number of their own."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from app.core.config import Settings
+
+REDIS_BASE = os.environ.get("DF_TEST_REDIS", "redis://127.0.0.1:6379")
+STATE_DB = int(os.environ.get("DF_TEST_REDIS_DB", "13"))
+BROKER_DB = STATE_DB + 1
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return f"{REDIS_BASE}/{STATE_DB}"
+
+
+@pytest.fixture
+def broker_url() -> str:
+    return f"{REDIS_BASE}/{BROKER_DB}"
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> Settings:
+    return Settings(
+        redis_url=redis_url, home=tmp_path / "home", seed_dir=tmp_path / "seed", advertise_ip="127.0.0.1",
+        piece_lease_seconds=30, seed_lease_seconds=5,
+    )

@@ -1,0 +1,177 @@
+"""The Lua state transitions on the real Redis: registration, seeding, pulls, reports, leases."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from app.cdn.sink import SeedOutcome
+from app.core.config import Settings
+from app.scheduler.core import CDN
+from app.state import schema
+from app.state.store import ClusterState, PeerRegistration
+
+TID = "722b477b471e3c784f4cdd0acfe6483e958412923283f9e7d8598ce3436e9854"
+URL = "http://127.0.0.1:18080/file20m.bin"
+PIECE = 4194304
+
+
+def reg(cid: str, port: int = 40000, md5: str = "") -> PeerRegistration:
+    return PeerRegistration(
+        tid=TID, cid=cid, task_url=URL, raw_url=URL, md5=md5, identifier="", headers={}, peer_id=f"vm-{cid}",
+        ip="127.0.0.1", port=port, path=f"/peer/file/{cid}", host_name="vm", version="0.4.1",
+        super_node_ip="127.0.0.1", call_system="", dfdaemon=False,
+    )
+
+
+@pytest.fixture
+async def state(redis: aioredis.Redis, settings: Settings) -> ClusterState:
+    return ClusterState(redis, settings)
+
+
+async def start(state: ClusterState, *cids: str) -> int:
+    first = await state.register(reg(cids[0]), 20971520, PIECE, 5)
+    assert first.result == "ok" and first.seed_epoch == 1
+    for cid in cids[1:]:
+        again = await state.register(reg(cid), None, 0, 0)
+        assert again.result == "ok" and again.seed_epoch == 0
+    return first.seed_epoch
+
+
+async def seed_all(state: ClusterState, epoch: int, pieces: int = 6) -> None:
+    assert await state.seed_pieces(TID, epoch, 0, [f"m{n}:{PIECE}" for n in range(pieces)], 20971520)
+    assert await state.seed_finished(
+        TID, epoch, SeedOutcome(success=True, file_length=20971550, raw_length=20971520, real_md5="abc",
+                                piece_total=pieces)
+    )
+
+
+async def test_unknown_task_needs_a_probe_and_conflicts_are_refused(state: ClusterState) -> None:
+    assert (await state.register(reg("c1"), None, 0, 0)).result == "unprobed"
+    # As in Go's equalsTask: the md5 decides when the stored task has one.
+    assert (await state.register(reg("c1", md5="aa"), 20971520, PIECE, 5)).result == "ok"
+    assert (await state.register(reg("c2", md5="bb"), None, 0, 0)).result == "conflict"
+    assert (await state.register(reg("c3", md5="aa"), None, 0, 0)).result == "ok"
+
+
+async def test_only_one_registration_starts_the_seed(state: ClusterState) -> None:
+    await state.register(reg("c0"), 20971520, PIECE, 5)
+    outcomes = await asyncio.gather(*(state.register(reg(f"c{i}"), 20971520, PIECE, 5) for i in range(1, 20)))
+    assert all(o.result == "ok" for o in outcomes)
+    assert sum(1 for o in outcomes if o.seed_epoch) == 0
+
+
+async def test_wait_until_pieces_are_published_then_four_from_the_cdn(state: ClusterState) -> None:
+    epoch = await start(state, "c1")
+    assert (await state.pull(TID, "c1", 700, 502, -1, "", "q1"))["kind"] == "wait"
+    await state.seed_pieces(TID, epoch, 0, ["m0:1", "m1:1"], 8388598)
+    snap = await state.pull(TID, "c1", 700, 502, -1, "", "q1")
+    assert snap["kind"] == "snapshot"
+    assert sorted(p[0] for p in snap["pieces"]) == [0, 1]
+    assigned = await state.assign(TID, "c1", "q1", [(0, CDN), (1, CDN)])
+    assert [(a.piece_num, a.dst, a.md5) for a in assigned] == [(0, CDN, "m0:1"), (1, CDN, "m1:1")]
+
+
+async def test_a_retried_pull_gets_the_same_answer_and_changes_nothing(state: ClusterState) -> None:
+    epoch = await start(state, "c1")
+    await seed_all(state, epoch)
+    snap = await state.pull(TID, "c1", 700, 502, -1, "", "q1")
+    await state.assign(TID, "c1", "q1", [(n[0], CDN) for n in snap["pieces"][:4]])
+    replay = await state.pull(TID, "c1", 700, 502, -1, "", "q1")
+    assert replay["kind"] == "replay"
+    assert sorted(item[0] for item in replay["assigned"]) == sorted(n[0] for n in snap["pieces"][:4])
+    assert await state.redis.zcard(schema.load_key(TID, CDN)) == 4
+
+
+async def test_success_reports_make_holders_and_lead_to_finish(state: ClusterState) -> None:
+    epoch = await start(state, "c1", "c2")
+    await seed_all(state, epoch)
+    snap = await state.pull(TID, "c1", 700, 502, -1, "", "a")
+    await state.assign(TID, "c1", "a", [(0, CDN)])
+    for _ in range(2):  # idempotent
+        assert await state.piece_success(TID, "c1", 0, CDN)
+    assert await state.redis.smembers(schema.holders_key(TID, 0)) == {"c1"}
+    assert await state.redis.zcard(schema.load_key(TID, CDN)) == 0
+
+    snap = await state.pull(TID, "c2", 700, 502, -1, "", "b")
+    holders = {p[0]: p[3] for p in snap["pieces"]}
+    assert holders[0] == ["c1"]
+    assert snap["candidates"]["c1"] == [40000, 0, 0]
+    assigned = await state.assign(TID, "c2", "b", [(0, "c1")])
+    assert assigned[0].ip == "127.0.0.1" and assigned[0].port == 40000 and assigned[0].path == "/peer/file/c1"
+    assert await state.redis.zcard(schema.load_key(TID, "c1")) == 1
+
+    for n in range(1, 6):
+        await state.piece_success(TID, "c1", n, CDN)
+    final = await state.pull(TID, "c1", 701, 503, 5, CDN, "z")
+    assert final == {"kind": "finish", "md5": "abc", "fileLength": 20971550}
+
+
+async def test_failures_black_list_the_peer_once_per_failure(state: ClusterState) -> None:
+    epoch = await start(state, "c1", "c2")
+    await seed_all(state, epoch)
+    await state.piece_success(TID, "c1", 0, CDN)
+    await state.pull(TID, "c2", 700, 502, -1, "", "s")
+    await state.assign(TID, "c2", "s", [(0, "c1")])
+    for _ in range(3):  # a resent failure report counts once
+        await state.pull(TID, "c2", 701, 500, 0, "c1", "f")
+    assert await state.redis.hget(schema.dt_key(TID, "c2"), "errs") == "1"
+    assert await state.redis.smembers(schema.black_key(TID, "c2")) == {"c1"}
+    assert await state.assign(TID, "c2", "g", [(0, "c1")]) == []
+    assert [a.dst for a in await state.assign(TID, "c2", "g", [(0, CDN)])] == [CDN]
+
+
+async def test_service_down_and_file_not_exist_stop_offering_the_peer(state: ClusterState) -> None:
+    epoch = await start(state, "c1", "c2", "c3")
+    await seed_all(state, epoch)
+    await state.piece_success(TID, "c1", 0, CDN)
+    await state.piece_success(TID, "c3", 0, CDN)
+    assert await state.service_down(TID, "c1")
+    assert await state.piece_error(TID, "c2", "c3", "FILE_NOT_EXIST")
+    snap = await state.pull(TID, "c2", 700, 502, -1, "", "s")
+    assert {p[0]: p[3] for p in snap["pieces"]}[0] in ({}, [])
+    assert await state.assign(TID, "c2", "s", [(0, "c1")]) == []
+    assert await state.assign(TID, "c2", "s", [(0, "c3")]) == []
+
+
+async def test_an_expired_piece_lease_is_offered_again(state: ClusterState, settings: Settings) -> None:
+    state.settings = settings.model_copy(update={"piece_lease_seconds": 0.05})
+    epoch = await start(state, "c1")
+    await seed_all(state, epoch)
+    await state.pull(TID, "c1", 700, 502, -1, "", "s")
+    await state.assign(TID, "c1", "s", [(0, CDN)])
+    await asyncio.sleep(0.1)
+    snap = await state.pull(TID, "c1", 700, 502, -1, "", "t")
+    assert 0 in [p[0] for p in snap["pieces"]]
+    assert snap["cdnLoad"] == 0
+
+
+async def test_a_silent_seeder_is_replaced_and_cannot_publish_any_more(state: ClusterState, settings: Settings) -> None:
+    state.settings = settings.model_copy(update={"seed_lease_seconds": 0.05})
+    epoch = await start(state, "c1")
+    await asyncio.sleep(0.1)
+    out = await state.pull(TID, "c1", 700, 502, -1, "", "s")
+    assert out["kind"] == "wait" and out["seedEpoch"] == epoch + 1
+    assert not await state.seed_pieces(TID, epoch, 0, ["m0:1"], 1)
+    assert not await state.seed_heartbeat(TID, epoch)
+    assert await state.seed_heartbeat(TID, epoch + 1)
+    assert await state.seed_job(TID, epoch) is None
+    job = await state.seed_job(TID, epoch + 1)
+    assert job is not None and job.raw_url == URL
+
+
+async def test_failed_seed_answers_500_and_not_found_is_remembered(state: ClusterState) -> None:
+    epoch = await start(state, "c1")
+    await state.seed_finished(TID, epoch, SeedOutcome(success=False, error="source returned 404", reason="not_found"))
+    out = await state.pull(TID, "c1", 700, 502, -1, "", "s")
+    assert out["kind"] == "failed" and "404" in out["msg"]
+    assert await state.unreachable_reason(TID) == "source returned 404"
+
+
+async def test_unknown_cid_or_task_is_reported_as_unknown(state: ClusterState) -> None:
+    assert (await state.pull(TID, "nobody", 700, 502, -1, "", "s"))["kind"] == "unknown"
+    await start(state, "c1")
+    assert (await state.pull(TID, "nobody", 700, 502, -1, "", "s"))["kind"] == "unknown"
+    assert not await state.piece_success(TID, "nobody", 0, CDN)
