@@ -3,6 +3,7 @@ Redis-compatible server in embedded mode. Both run the same Lua scripts."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import redis.asyncio as aioredis
@@ -10,7 +11,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from app.core.config import Settings
 
-_embedded_server: object | None = None
+_embedded_server: Any = None
 
 
 def create_redis(settings: Settings) -> aioredis.Redis:
@@ -44,6 +45,6 @@ def _sentinel_redis(url: str, default_master: str) -> aioredis.Redis:
     query = parse_qs(parsed.query)
     master = query.get("master", [default_master])[0]
     db = int(parsed.path.strip("/") or 0)
-    sentinel = Sentinel(hosts, password=parsed.password, db=db, decode_responses=True)
+    sentinel = Sentinel(hosts, password=parsed.password, db=db, decode_responses=True)  # type: ignore[no-untyped-call]
     client: aioredis.Redis = sentinel.master_for(master)
     return client

@@ -86,7 +86,8 @@ def unframe_piece(body: bytes) -> bytes:
 
 def header_data_len(header: bytes) -> int:
     """Payload length from a frame header: its low 24 bits."""
-    return _HEADER.unpack(header[:4])[0] & 0xFFFFFF
+    value: int = _HEADER.unpack(header[:4])[0]
+    return value & 0xFFFFFF
 
 
 def piece_md5(framed: bytes) -> str:

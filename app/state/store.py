@@ -77,11 +77,13 @@ class ClusterState:
             self._scripts[name] = script
         return script
 
-    async def _run(self, name: str, tid: str, *args: object) -> Any:
-        argv = [schema.task_prefix(tid), self.settings.task_ttl_seconds, now_ms(), *args]
+    async def _run(self, name: str, tid: str, *args: str | int | float | bytes) -> Any:
+        argv: list[str | int | float | bytes] = [
+            schema.task_prefix(tid), self.settings.task_ttl_seconds, now_ms(), *args
+        ]
         return await self._script(name)(keys=[schema.task_key(tid)], args=argv)
 
-    async def _run_json(self, name: str, tid: str, *args: object) -> Any:
+    async def _run_json(self, name: str, tid: str, *args: str | int | float | bytes) -> Any:
         return orjson.loads(await self._run(name, tid, *args))
 
     # --- registration ------------------------------------------------------------------------
@@ -91,11 +93,11 @@ class ClusterState:
         length, piece_size = await self.redis.hmget(schema.task_key(tid), ["httpFileLength", "pieceSize"])
         if piece_size is None:
             return None
-        return int(length), int(piece_size)
+        return int(str(length)), int(str(piece_size))
 
     async def unreachable_reason(self, tid: str) -> str | None:
-        reason: str | None = await self.redis.get(schema.unreach_key(tid))
-        return reason
+        reason = await self.redis.get(schema.unreach_key(tid))
+        return None if reason is None else str(reason)
 
     async def mark_unreachable(self, tid: str, reason: str, ttl_seconds: float) -> None:
         if ttl_seconds > 0:
@@ -140,7 +142,7 @@ class ClusterState:
 
     async def assign(self, tid: str, cid: str, fingerprint: str, picks: list[tuple[int, str]]) -> list[Assignment]:
         s = self.settings
-        flat: list[object] = []
+        flat: list[str | int] = []
         for piece_num, dst in picks:
             flat += [piece_num, dst]
         rows = await self._run_json(
@@ -162,7 +164,7 @@ class ClusterState:
 
     async def seed_job(self, tid: str, epoch: int) -> SeedJob | None:
         """The job to run for (tid, epoch), or None when that epoch is no longer current."""
-        fields = await self.redis.hgetall(schema.task_key(tid))
+        fields: dict[str, str] = await self.redis.hgetall(schema.task_key(tid))  # type: ignore[assignment]
         if not fields or fields.get("seedEpoch") != str(epoch) or fields.get("cdnStatus") != "RUNNING":
             return None
         return SeedJob(
