@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     elimination_limit: int = Field(5, ge=1, description="Serving errors before a holder is dropped.")
     holder_sample: int = Field(16, ge=1, description="Holders sampled per piece when scheduling.")
     piece_lease_seconds: float = Field(
-        60.0, gt=0, description="A handed-out piece that is not reported within this time is re-offered."
+        120.0, gt=0, description="A handed-out piece that is not reported within this time is re-offered."
     )
     down_link_kib: int = Field(
         0, ge=0, description="downLink in piece tasks (KiB/s); 0 like Go, 20480 lifts 0.4.x's 10 MiB/s cap."
@@ -67,8 +67,8 @@ class Settings(BaseSettings):
 
     # --- source access --------------------------------------------------------------------
     probe_timeout_seconds: float = Field(4.0, gt=0, description="Length probe timeout at registration.")
-    source_connect_timeout_seconds: float = Field(3.0, gt=0)
-    source_read_timeout_seconds: float = Field(60.0, gt=0)
+    source_connect_timeout_seconds: float = Field(3.0, gt=0, description="Connect timeout to the source.")
+    source_read_timeout_seconds: float = Field(60.0, gt=0, description="Read timeout while seeding.")
 
     version: str = Field("1.0.6", description="Version reported by /version and to clients.")
 
