@@ -25,7 +25,10 @@ async def run_seed_job(state: ClusterState, storage: SeedStorage, tid: str, epoc
         connect_timeout=settings.source_connect_timeout_seconds, read_timeout=settings.source_read_timeout_seconds
     ) as client:
         try:
-            return await seed(job, storage, sink, client, lease_seconds=settings.seed_lease_seconds)
+            return await seed(
+                job, storage, sink, client, lease_seconds=settings.seed_lease_seconds,
+                check_timeout=settings.probe_timeout_seconds,
+            )
         except Exception as exc:
             # Fail the task at once so clients fall back to the source instead of waiting on a lease.
             log.exception("seed job %s epoch %s crashed", tid, epoch)

@@ -33,7 +33,7 @@ class SeedOutcome:
     piece_total: int = 0
     error: str = ""
     # Source failure classification (see app.cdn.source): "not_found", "auth", "server", "unreachable",
-    # "no_length", "truncated", "length_changed", "md5_mismatch", or "" on success.
+    # "truncated", "length_changed", "md5_mismatch", "storage", "lease_lost", "internal", or "" on success.
     reason: str = ""
 
 
