@@ -45,6 +45,11 @@ async def probe_geometry(
             return refused
         await asyncio.sleep(_POLL_SECONDS)
 
+    # The lock may have been free because a prober just finished: its verdict stands.
+    geometry = await state.task_geometry(tid)
+    if geometry is not None:
+        await state.release_probe(tid)
+        return geometry[0]
     probe = await probe_source(client, url, headers, settings.probe_timeout_seconds)
     if probe.reason in _REFUSING:
         message = f"source {url} refused: {probe.reason} (HTTP {probe.status})"

@@ -78,10 +78,10 @@ class PeerBridge:
             if isinstance(geometry, str):
                 return wire.result(Code.URL_NOT_REACHABLE, geometry)
             piece_size = piece_size_for(geometry)
+            # The probe lock is left to expire: once the task exists nobody needs it.
             outcome = await self.state.register(
                 registration, geometry, piece_size, provisional_piece_total(geometry, piece_size)
             )
-            await self.state.release_probe(tid)
         if outcome.result == "conflict":
             return wire.result(606, f"task {tid} exists with another url, md5 or identifier")
         if outcome.result != "ok":

@@ -1,0 +1,167 @@
+"""End to end: separate supernode replica processes, a Celery worker, real Redis, a local source and
+a swarm of emulated dfgets on loopback. Every output is checked by sha256."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from app.protocol.taskid import task_id
+from app.state import schema
+from tests.cluster import Cluster
+from tests.emulator import DfgetResult, Swarm
+from tests.sources import SourceProcess, closed_port
+
+pytestmark = pytest.mark.slow
+
+SIZE = 64 * 1024 * 1024
+
+
+@pytest.fixture
+def payload(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "source.bin"
+    data = os.urandom(SIZE)
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_url: str, broker_url: str) -> Iterator[Cluster]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    redis.Redis.from_url(broker_url).flushdb()
+    nodes = Cluster(tmp_path / "cluster", redis_url, broker_url)
+    nodes.workdir.mkdir()
+    try:
+        nodes.start_replica()
+        nodes.start_replica()
+        nodes.start_worker()
+        yield nodes
+    finally:
+        nodes.stop()
+        client.flushdb()
+
+
+def check_swarm(results: list[DfgetResult], sha256: str) -> None:
+    for result in results:
+        assert result.success, (result.error, result.traceback)
+        assert result.sha256 == sha256
+        assert not result.back_sourced
+        assert not result.supernode_5xx
+
+
+def p2p_share(results: list[DfgetResult]) -> float:
+    peers = sum(r.pieces_from_peers for r in results)
+    cdn = sum(r.pieces_from_cdn for r in results)
+    return peers / (peers + cdn)
+
+
+async def test_eight_peers_download_from_two_replicas_and_one_worker(
+    cluster: Cluster, payload: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, sha256 = payload
+    nodes = [r.node for r in cluster.replicas]
+    with SourceProcess({"blob.bin": path}) as source:
+        async with Swarm(8, nodes, source.url("blob.bin"), tmp_path / "out", sleep_scale=0.25) as swarm:
+            results = await swarm.run()
+        stats = source.stats("blob.bin")
+    check_swarm(results, sha256)
+    # Registrations alternate between the replicas (peer i starts on replica i mod 2).
+    used = {node for r in results for node in r.nodes_used("/peer/task")}
+    assert used == set(nodes)
+    assert stats["full_gets"] == 1, stats
+    assert p2p_share(results) >= 0.5, [dict(r.pieces_by_cid) for r in results]
+    assert "seed end" in cluster.workers[0].tail(400)
+
+
+async def test_a_replica_killed_mid_download_loses_no_download(
+    cluster: Cluster, payload: tuple[Path, str], tmp_path: Path, redis_url: str
+) -> None:
+    path, sha256 = payload
+    first, second = (r.node for r in cluster.replicas)
+    state = redis.Redis.from_url(redis_url, decode_responses=True)
+    with SourceProcess({"blob.bin": path}) as source:
+        url = source.url("blob.bin")
+        tid = task_id(url)
+        # The VIP listed several times, as the README tells operators to do (dfget 1.0.5+ never re-registers
+        # to the entry it last used).
+        lists = [[first, second, first, second], [second, first, second, first]]
+        async with Swarm(8, [first, second], url, tmp_path / "out", node_lists=lambda i: lists[i % 2],
+                         sleep_scale=0.25) as swarm:
+            running = asyncio.create_task(swarm.run())
+            # Kill once peers hold pieces but before anyone could be done.
+            for _ in range(400):
+                holders = state.scard(schema.holders_key(tid, 0)) if state.exists(schema.task_key(tid)) else 0
+                if holders >= 1 or running.done():
+                    break
+                await asyncio.sleep(0.02)
+            assert not running.done()
+            cluster.replicas[1].kill()
+            results = await running
+    check_swarm(results, sha256)
+    assert any(r.migrations for r in results), "nobody was talking to the killed replica"
+
+
+async def test_twenty_racing_registrations_on_both_replicas_start_one_seed(
+    cluster: Cluster, payload: tuple[Path, str], redis_url: str
+) -> None:
+    path, _ = payload
+    with SourceProcess({"blob.bin": path}) as source:
+        url = source.url("blob.bin")
+
+        async def register(http: httpx.AsyncClient, index: int) -> dict[str, object]:
+            node = cluster.replicas[index % 2].node
+            body = {"superNodeIp": "127.0.0.1", "rawUrl": url, "taskUrl": url, "cid": f"127.0.0.1-{index}-1.000",
+                    "ip": "127.0.0.1", "hostName": "h", "port": 40000 + index, "path": f"/peer/file/f-{index}",
+                    "version": "1.0.6"}
+            response = await http.post(f"http://{node}/peer/registry", json=body)
+            assert response.status_code == 200
+            answer: dict[str, object] = response.json()
+            return answer
+
+        async with httpx.AsyncClient(timeout=10) as http:
+            answers = await asyncio.gather(*(register(http, i) for i in range(20)))
+        assert {a["code"] for a in answers} == {200}
+        state = redis.Redis.from_url(redis_url, decode_responses=True)
+        tid = task_id(url)
+        for _ in range(300):
+            if state.hget(schema.task_key(tid), "cdnStatus") == "SUCCESS":
+                break
+            await asyncio.sleep(0.05)
+        task = state.hgetall(schema.task_key(tid))
+        stats = source.stats("blob.bin")
+    assert task["cdnStatus"] == "SUCCESS" and task["seedEpoch"] == "1"
+    assert stats["full_gets"] == 1 and stats["gets"] == 2, stats  # one probe, one fill
+    assert cluster.workers[0].tail(400).count("seed start") == 1
+
+
+async def test_source_failures_give_legacy_codes_and_clients_fall_back(cluster: Cluster, tmp_path: Path) -> None:
+    nodes = [r.node for r in cluster.replicas]
+    with SourceProcess({"missing.bin": b"x"}) as source:
+        source.configure("missing.bin", status=404)
+        source.put("broken.bin", os.urandom(1024 * 1024), status=500)
+        urls = {
+            "404": source.url("missing.bin"),
+            "500": source.url("broken.bin"),
+            "refused": f"http://127.0.0.1:{closed_port()}/file.bin",
+        }
+        outcomes: dict[str, DfgetResult] = {}
+        for name, url in urls.items():
+            async with Swarm(1, nodes, url, tmp_path / name, sleep_scale=0.1, timeout=60) as swarm:
+                outcomes[name] = (await swarm.run())[0]
+    for name, result in outcomes.items():
+        assert not result.supernode_5xx, name
+        assert result.back_sourced, name
+        assert not result.success, name  # the source fails the client too; it went there cleanly
+    assert 607 in outcomes["404"].codes("/peer/registry")
+    assert 607 in outcomes["refused"].codes("/peer/registry")
+    # A 5xx may be transient: registration succeeds, the seed fails, pulls answer 500 and dfget migrates.
+    assert 200 in outcomes["500"].codes("/peer/registry")
+    assert 500 in outcomes["500"].codes("/peer/task")
