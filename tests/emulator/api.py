@@ -7,6 +7,7 @@ dfget's rule: a call succeeds only with HTTP status exactly 200 and a JSON body;
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -84,10 +85,30 @@ class ExchangeLog:
 class SupernodeApi:
     """Thin wrapper over one ``httpx.AsyncClient`` (fasthttp keeps connections alive the same way)."""
 
-    def __init__(self, client: httpx.AsyncClient, log: ExchangeLog, *, timeout: float = SUPERNODE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        log: ExchangeLog,
+        *,
+        timeout: float = SUPERNODE_TIMEOUT,
+        balance: Sequence[str] = (),
+    ) -> None:
         self._client = client
         self.log = log
         self._timeout = timeout
+        # ``balance`` models a round-robin load balancer behind one VIP: every request goes to the next
+        # replica, and a connection failure is retried once on the following one (haproxy's
+        # ``retry-on conn-failure``). The client itself still thinks it talks to its one node.
+        self._balance = list(balance)
+        self._turn = 0
+
+    def _backends(self, node: str) -> list[str]:
+        """Where one request may go: its node, or a round-robin pick and the next replica after it."""
+        if not self._balance:
+            return [node]
+        first = self._turn % len(self._balance)
+        self._turn += 1
+        return [self._balance[(first + step) % len(self._balance)] for step in range(min(2, len(self._balance)))]
 
     async def get(self, node: str, target: str) -> ApiResponse:
         return await self._send("GET", node, target, None)
@@ -100,19 +121,28 @@ class SupernodeApi:
         if body is not None:
             headers["Content-Type"] = JSON_CONTENT_TYPE
         started = time.monotonic()
-        try:
-            response = await self._client.request(
-                method,
-                node_base_url(node) + target,
-                content=body,
-                headers=headers,
-                timeout=self._timeout,
-            )
-        except httpx.HTTPError as exc:
-            result = ApiResponse(http_status=None, error=f"{type(exc).__name__}: {exc}")
-        else:
-            result = _decode(response.status_code, response.content)
-        self._record(method, node, target, result, time.monotonic() - started)
+        backends = self._backends(node)
+        for attempt, backend in enumerate(backends):
+            try:
+                response = await self._client.request(
+                    method,
+                    node_base_url(backend) + target,
+                    content=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                )
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                # A dead replica: refused, or the connection dropped with no answer (``retry-on
+                # conn-failure empty-response``). Safe to resend: every handler is idempotent.
+                result = ApiResponse(http_status=None, error=f"{type(exc).__name__}: {exc}")
+                if attempt + 1 < len(backends):
+                    continue
+            except httpx.HTTPError as exc:
+                result = ApiResponse(http_status=None, error=f"{type(exc).__name__}: {exc}")
+            else:
+                result = _decode(response.status_code, response.content)
+            break
+        self._record(method, backend, target, result, time.monotonic() - started)
         return result
 
     def _record(self, method: str, node: str, target: str, result: ApiResponse, elapsed: float) -> None:

@@ -83,6 +83,7 @@ class Dfget:
         data_dir: Path | None = None,
         http: httpx.AsyncClient | None = None,
         seed: int | None = None,
+        balance: Sequence[str] = (),
     ) -> None:
         rng = random.Random(seed)
         self.nodes = adjust_node_list(nodes, shuffle=shuffle_nodes, rng=rng)
@@ -91,6 +92,7 @@ class Dfget:
         self.timeout = timeout
         self._http = http
         self._data_dir = data_dir
+        self._balance = tuple(balance)
         sign = sign or make_sign()
         local_ip = ip or (uploader.ip if uploader is not None else "127.0.0.1")
         self.cfg = ClientConfig(
@@ -166,7 +168,7 @@ class Dfget:
     # -- phases ----------------------------------------------------------------------------------
 
     async def _run(self, http: httpx.AsyncClient) -> None:
-        api = SupernodeApi(http, self._log)
+        api = SupernodeApi(http, self._log, balance=self._balance)
         p2p_pattern = await self._start_uploader_side(http)
         if not self.nodes:
             await self._back_source(http, REASON_NODE_EMPTY)
