@@ -80,3 +80,13 @@ def test_nearest_to_running_pieces_breaks_ties() -> None:
     snap = Snapshot(pieces=[piece(n) for n in (0, 9, 10)], running=[8, 12, 11], candidates={}, cdn_load=0)
     picks = run(snap, Limits(peer_down=4, cdn_load=4))
     assert [n for n, _ in picks] == [10]
+
+
+def test_loopback_peers_are_offered_only_to_loopback_requesters() -> None:
+    candidates = {"local": Candidate(port=40000, serving_errors=0, load=0, ip="127.0.0.5")}
+    remote = Snapshot(pieces=[piece(0, "local")], running=[], candidates=candidates, cdn_load=0,
+                      requester_ip="10.0.0.7")
+    assert run(remote) == [(0, CDN)]
+    same_host = Snapshot(pieces=[piece(0, "local")], running=[], candidates=candidates, cdn_load=0,
+                         requester_ip="127.0.0.9")
+    assert run(same_host) == [(0, "local")]

@@ -98,7 +98,7 @@ async def test_success_reports_make_holders_and_lead_to_finish(state: ClusterSta
     snap = await state.pull(TID, "c2", 700, 502, -1, "", "b")
     holders = {p[0]: p[3] for p in snap["pieces"]}
     assert holders[0] == ["c1"]
-    assert snap["candidates"]["c1"] == [40000, 0, 0]
+    assert snap["candidates"]["c1"] == [40000, 0, 0, "127.0.0.1"]
     assigned = await state.assign(TID, "c2", "b", [(0, "c1")])
     assert assigned[0].ip == "127.0.0.1" and assigned[0].port == 40000 and assigned[0].path == "/peer/file/c1"
     assert await state.redis.zcard(schema.load_key(TID, "c1")) == 1
@@ -175,3 +175,24 @@ async def test_unknown_cid_or_task_is_reported_as_unknown(state: ClusterState) -
     await start(state, "c1")
     assert (await state.pull(TID, "nobody", 700, 502, -1, "", "s"))["kind"] == "unknown"
     assert not await state.piece_success(TID, "nobody", 0, CDN)
+
+
+async def test_every_task_key_expires(state: ClusterState) -> None:
+    epoch = await start(state, "c1", "c2")
+    await seed_all(state, epoch)
+    await state.piece_success(TID, "c1", 0, CDN)
+    await state.pull(TID, "c2", 700, 502, -1, "", "s")
+    await state.assign(TID, "c2", "s", [(0, "c1"), (1, CDN)])
+    await state.pull(TID, "c2", 701, 500, 0, "c1", "f")
+    keys = [key async for key in state.redis.scan_iter(match=f"{schema.task_prefix(TID)}*")]
+    assert len(keys) >= 10
+    for key in keys:
+        ttl = await state.redis.ttl(key)
+        assert 0 < ttl <= state.settings.task_ttl_seconds, key
+    assert await state.redis.ttl(schema.TASK_INDEX) == -1  # pruned by score on every registration
+
+
+async def test_the_task_index_forgets_expired_tasks(state: ClusterState) -> None:
+    await state.redis.zadd(schema.TASK_INDEX, {"gone": 1})
+    await start(state, "c1")
+    assert await state.redis.zrange(schema.TASK_INDEX, 0, -1) == [TID]

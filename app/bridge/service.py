@@ -179,7 +179,10 @@ def to_snapshot(out: dict[str, Any]) -> Snapshot:
         for p in (out.get("pieces") or [])
     ]
     raw_candidates = out.get("candidates") or {}
-    candidates = {cid: Candidate(int(c[0]), int(c[1]), int(c[2])) for cid, c in raw_candidates.items()}
+    candidates = {
+        cid: Candidate(int(c[0]), int(c[1]), int(c[2]), str(c[3]) if len(c) > 3 else "")
+        for cid, c in raw_candidates.items()
+    }
     running = out.get("running") or []
     black = out.get("black") or []
     return Snapshot(
@@ -189,5 +192,6 @@ def to_snapshot(out: dict[str, Any]) -> Snapshot:
         cdn_load=int(out.get("cdnLoad", 0)),
         black=frozenset(black if isinstance(black, list) else []),
         client_errors=int(out.get("errors", 0)),
+        requester_ip=str(out.get("ip", "")),
     )
 

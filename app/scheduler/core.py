@@ -20,6 +20,7 @@ class Candidate:
     port: int
     serving_errors: int
     load: int
+    ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Snapshot:
     cdn_load: int
     black: frozenset[str] = field(default_factory=frozenset)
     client_errors: int = 0
+    requester_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,14 @@ def _pick_holder(
         candidate = snapshot.candidates.get(cid)
         if candidate is None or candidate.port <= 0 or cid in snapshot.black:
             continue
+        if _loopback(candidate.ip) and not _loopback(snapshot.requester_ip):
+            continue  # a peer that bound 127.x is reachable from its own host only (§16.2)
         if candidate.serving_errors >= limits.elimination or loads[cid] + 1 > limits.peer_up:
             continue
         loads[cid] += 1
         return cid
     return None
+
+
+def _loopback(ip: str) -> bool:
+    return ip.startswith("127.")

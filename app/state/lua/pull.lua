@@ -13,7 +13,7 @@ local task = redis.call('HMGET', taskk, 'cdnStatus', 'pieceTotal', 'fileLength',
 if not task[1] or redis.call('EXISTS', dtk) == 0 then return cjson.encode({kind = 'unknown'}) end
 
 -- A load balancer retry of the pull we answered last: hand out the same pieces again.
-local last = redis.call('HMGET', dtk, 'lastq', 'lastp', 'superNodeIp')
+local last = redis.call('HMGET', dtk, 'lastq', 'lastp', 'superNodeIp', 'ip')
 local piece_size, super_node = tonumber(task[7]), last[3] or ''
 if last[1] == fingerprint and last[2] and last[2] ~= '' then
   local still = true
@@ -112,13 +112,13 @@ for _, piece in ipairs(available) do
   for _, h in ipairs(sampled) do
     if h ~= cid then
       if candidates[h] == nil then
-        local info = redis.call('HMGET', k('dt:' .. h), 'port', 'down', 'serr')
+        local info = redis.call('HMGET', k('dt:' .. h), 'port', 'down', 'serr', 'ip')
         if not info[1] or info[2] == '1' then
           candidates[h] = false
         else
           local lk = k('load:' .. h)
           redis.call('ZREMRANGEBYSCORE', lk, '-inf', NOW)
-          candidates[h] = {tonumber(info[1]), tonumber(info[3] or '0'), redis.call('ZCARD', lk)}
+          candidates[h] = {tonumber(info[1]), tonumber(info[3] or '0'), redis.call('ZCARD', lk), info[4] or ''}
         end
       end
       if candidates[h] then table.insert(holders, h) else redis.call('SREM', hk, h) end
@@ -132,7 +132,8 @@ for h, info in pairs(candidates) do
 end
 local cdn_loadk = k('load:' .. cdn_dst)
 redis.call('ZREMRANGEBYSCORE', cdn_loadk, '-inf', NOW)
-return cjson.encode({kind = 'snapshot', pieceSize = piece_size, superNodeIp = super_node, pieces = pieces,
+return cjson.encode({kind = 'snapshot', pieceSize = piece_size, superNodeIp = super_node, ip = last[4] or '',
+  pieces = pieces,
   running = running_list, candidates = cands,
   cdnLoad = redis.call('ZCARD', cdn_loadk), black = redis.call('SMEMBERS', k('black:' .. cid)),
   errors = tonumber(redis.call('HGET', dtk, 'errs') or '0')})

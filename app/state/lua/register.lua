@@ -52,5 +52,7 @@ redis.call('HSET', taskk, 'accessed', NOW)
 touch(taskk)
 touch(k('cdn'))
 redis.call('ZADD', 'df:tasks', NOW, tid)
+-- The index forgets tasks whose state has expired, so it does not grow forever.
+redis.call('ZREMRANGEBYSCORE', 'df:tasks', '-inf', NOW - TTL * 1000)
 return cjson.encode({result = 'ok', httpFileLength = tonumber(st[4]), pieceSize = tonumber(st[5]),
   cdnStatus = st[1], seedEpoch = epoch})
