@@ -171,3 +171,36 @@ async def test_source_failures_give_legacy_codes_and_clients_fall_back(cluster: 
     # A 5xx may be transient: registration succeeds, the seed fails, pulls answer 500 and dfget migrates.
     assert 200 in outcomes["500"].codes("/peer/registry")
     assert 500 in outcomes["500"].codes("/peer/task")
+
+
+async def test_a_worker_killed_mid_seed_is_replaced_and_the_swarm_completes(
+    tmp_path: Path, redis_url: str, broker_url: str, payload: tuple[Path, str]
+) -> None:
+    path, sha256 = payload
+    redis.Redis.from_url(redis_url).flushdb()
+    redis.Redis.from_url(broker_url).flushdb()
+    nodes = Cluster(tmp_path / "cluster", redis_url, broker_url, extra_env={"DF_SEED_LEASE_SECONDS": "3"})
+    nodes.workdir.mkdir()
+    try:
+        replica = nodes.start_replica()
+        doomed = nodes.start_worker()
+        with SourceProcess({"blob.bin": path}) as source:
+            source.configure("blob.bin", pace=0.01)  # about 2.5 s for the whole fill
+            url = source.url("blob.bin")
+            state = redis.Redis.from_url(redis_url, decode_responses=True)
+            async with Swarm(4, [replica.node] * 3, url, tmp_path / "out", sleep_scale=0.25) as swarm:
+                running = asyncio.create_task(swarm.run())
+                for _ in range(500):
+                    if int(state.hget(schema.task_key(task_id(url)), "seedPieces") or 0) >= 2:
+                        break
+                    await asyncio.sleep(0.02)
+                doomed.kill()
+                nodes.start_worker()
+                results = await running
+            stats = source.stats("blob.bin")
+        check_swarm(results, sha256)
+        assert stats["full_gets"] == 1 and stats["aborted"] >= 2, stats  # the probe and the killed fill
+        assert state.hget(schema.task_key(task_id(url)), "seedEpoch") == "2"
+    finally:
+        nodes.stop()
+        redis.Redis.from_url(redis_url).flushdb()

@@ -16,15 +16,19 @@ from tests.sources import SourceServer
 pytestmark = pytest.mark.slow
 
 
+def start_make_run(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as handle:
+        return subprocess.Popen(["make", "--no-print-directory", "run"], cwd=REPO, env=env, stdout=handle,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
 async def test_make_run_serves_an_eight_peer_swarm(tmp_path: Path) -> None:
     port, download_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DF_")}
     env.update(DF_PORT=str(port), DF_DOWNLOAD_PORT=str(download_port), DF_HOME=str(tmp_path / "home"),
                DF_ADVERTISE_IP="127.0.0.1")
     log = tmp_path / "make-run.log"
-    with open(log, "wb") as handle:
-        popen = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=REPO, env=env, stdout=handle,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+    popen = start_make_run(env, log)
     supernode = Replica("make-run", popen, log, port=port, download_port=download_port)
     try:
         _wait_ready(supernode, f"http://127.0.0.1:{port}/_ping", timeout=120)

@@ -196,3 +196,14 @@ async def test_the_task_index_forgets_expired_tasks(state: ClusterState) -> None
     await state.redis.zadd(schema.TASK_INDEX, {"gone": 1})
     await start(state, "c1")
     assert await state.redis.zrange(schema.TASK_INDEX, 0, -1) == [TID]
+
+
+async def test_an_assign_run_twice_for_the_same_pull_repeats_its_picks(state: ClusterState) -> None:
+    epoch = await start(state, "c1")
+    await seed_all(state, epoch)
+    await state.pull(TID, "c1", 700, 502, -1, "", "q")
+    first = await state.assign(TID, "c1", "q", [(0, CDN), (1, CDN)])
+    again = await state.assign(TID, "c1", "q", [(0, CDN), (1, CDN)])
+    assert [a.piece_num for a in first] == [a.piece_num for a in again] == [0, 1]
+    assert await state.redis.zcard(schema.load_key(TID, CDN)) == 2
+    assert await state.assign(TID, "c1", "other", [(0, CDN)]) == []

@@ -7,6 +7,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.asyncio.sentinel import Sentinel
 
 from app.core.config import Settings
@@ -20,7 +22,15 @@ def create_redis(settings: Settings) -> aioredis.Redis:
     url = settings.redis_url
     if url.startswith("redis+sentinel://"):
         return _sentinel_redis(url, settings.redis_sentinel_master)
-    return aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    return aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=30, retry=_blip_retry())
+
+
+def _blip_retry() -> Retry:
+    """Ride out a Redis blip (failover, dropped connections) within dfget's 5 s budget.
+
+    Every script is safe to run twice: a reply lost on a dropped connection is recomputed the same way.
+    """
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=6)
 
 
 def _embedded_redis() -> aioredis.Redis:
@@ -45,6 +55,8 @@ def _sentinel_redis(url: str, default_master: str) -> aioredis.Redis:
     query = parse_qs(parsed.query)
     master = query.get("master", [default_master])[0]
     db = int(parsed.path.strip("/") or 0)
-    sentinel = Sentinel(hosts, password=parsed.password, db=db, decode_responses=True)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        hosts, password=parsed.password, db=db, decode_responses=True, retry=_blip_retry()
+    )
     client: aioredis.Redis = sentinel.master_for(master)
     return client

@@ -8,11 +8,22 @@ local elimination, cdn_dst = tonumber(ARGV[9]), ARGV[10]
 local dtk, runk, donek, cdnk = k('dt:' .. cid), k('run:' .. cid), k('done:' .. cid), k('cdn')
 local blk = k('black:' .. cid)
 
+-- Run again for the same pull (its reply was lost on a dropped connection): repeat the same picks.
+local again = redis.call('HGET', dtk, 'lastq') == fingerprint
 local out, lastp = {}, {}
 for i = 11, #ARGV, 2 do
   local n, dst = ARGV[i], ARGV[i + 1]
   local md5 = redis.call('HGET', cdnk, n)
-  if md5 and redis.call('GETBIT', donek, n) == 0 and redis.call('HEXISTS', runk, n) == 0 then
+  local entry = redis.call('HGET', runk, n)
+  if md5 and again and entry and string.sub(entry, 1, #dst + 1) == dst .. '|' then
+    table.insert(lastp, n .. '|' .. dst)
+    if dst == cdn_dst then
+      table.insert(out, {tonumber(n), dst, md5})
+    else
+      local info = redis.call('HMGET', k('dt:' .. dst), 'ip', 'port', 'path')
+      table.insert(out, {tonumber(n), dst, md5, info[1], tonumber(info[2]), info[3]})
+    end
+  elseif md5 and redis.call('GETBIT', donek, n) == 0 and not entry then
     local lk = k('load:' .. dst)
     redis.call('ZREMRANGEBYSCORE', lk, '-inf', NOW)
     local fits, info = false, nil
