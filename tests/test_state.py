@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -207,3 +209,13 @@ async def test_an_assign_run_twice_for_the_same_pull_repeats_its_picks(state: Cl
     assert [a.piece_num for a in first] == [a.piece_num for a in again] == [0, 1]
     assert await state.redis.zcard(schema.load_key(TID, CDN)) == 2
     assert await state.assign(TID, "c1", "other", [(0, CDN)]) == []
+
+
+async def test_registrations_are_listed_as_peers_and_pruned(state: ClusterState) -> None:
+    await state.redis.zadd(schema.PEERS_SEEN, {"old-peer": 1})
+    await state.redis.hset(schema.PEERS, "old-peer", "{}")
+    await start(state, "c1", "c2")
+    peers = await state.redis.hgetall(schema.PEERS)
+    assert set(peers) == {"vm-c1", "vm-c2"}
+    record = orjson.loads(peers["vm-c1"])
+    assert record["IP"] == "127.0.0.1" and record["port"] == 40000 and record["cid"] == "c1"

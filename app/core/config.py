@@ -72,6 +72,27 @@ class Settings(BaseSettings):
 
     version: str = Field("1.0.6", description="Version reported by /version and to clients.")
 
+    # --- operations surface: auth, policy, Harbor --------------------------------------------
+    api_tokens: str = Field("", description="Comma-separated name:token pairs for the admin and preheat APIs.")
+    insecure_open_api: bool = Field(False, description="Cluster mode without DF_API_TOKENS: allow an open API.")
+    public_read_api: bool = Field(False, description="Read-only REST endpoints need no token.")
+    dfget_allowlist: str = Field("", description="Comma-separated CIDRs allowed on the dfget API; empty = all.")
+    source_allowlist: str = Field(
+        "", description="Comma-separated CIDRs or host[:port] that sources and registries may resolve to."
+    )
+    harbor_webhook_secret: str = Field("", description="Expected Authorization value of Harbor webhooks.")
+    harbor_registry_username: str = Field("", description="Robot account used for webhook-triggered preheats.")
+    harbor_registry_password: str = Field("", description="Password of that robot account.")
+    harbor_registry_scheme: str = Field("https", description="Scheme of the registry named in webhooks.")
+    preheat_timeout_seconds: float = Field(1800.0, gt=0, description="Whole-job timeout of a preheat.")
+    preheat_job_concurrency: int = Field(4, ge=1, description="Layers seeded at once by one preheat job.")
+    preheat_cluster_concurrency: int = Field(16, ge=1, description="Preheat seeds running at once cluster-wide.")
+    preheat_fail_status: str = Field(
+        "FAIL", description="Status a failed preheat shows on /preheats/{id} (every Harbor stops polling on FAIL)."
+    )
+    replica_heartbeat_seconds: float = Field(5.0, gt=0, description="How often a replica announces itself.")
+    audit_stream_maxlen: int = Field(1_000_000, ge=1000, description="Bound of the audit buffer stream.")
+
     @model_validator(mode="after")
     def _derive(self) -> Settings:
         if not self.advertise_ip:
@@ -79,6 +100,12 @@ class Settings(BaseSettings):
         if self.seed_dir is None:
             self.seed_dir = self.home / "repo"
         return self
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """token -> name, from ``name:token`` pairs."""
+        pairs = (item.strip() for item in self.api_tokens.split(","))
+        return {token: name for name, sep, token in (p.partition(":") for p in pairs if p) if sep and token}
 
     @property
     def embedded(self) -> bool:

@@ -22,6 +22,9 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 | df:{T}:probe                 | string | lock of the one registration that probes the source length     | probe time |
 | df:{T}:unreach               | string | negative cache: the source refused; registrations get 607      | fail_access|
 | df:tasks                     | zset   | taskId scored by last access ms (listing, GC of the index)     | none, GC'd |
+| df:peers                     | hash   | peerId -> JSON {ID, IP, hostName, port, version, created (ms),  | none, GC'd |
+|                              |        | cid, taskId}: one record per registration, as Go's peer list    |            |
+| df:peers:seen                | zset   | peerId scored by registration ms; prunes df:peers after TTL     | none, GC'd |
 
 State transitions that two replicas could race on are single Lua scripts in ``app/state/lua``.
 """
@@ -30,6 +33,8 @@ from __future__ import annotations
 
 PREFIX = "df:"
 TASK_INDEX = f"{PREFIX}tasks"
+PEERS = f"{PREFIX}peers"
+PEERS_SEEN = f"{PREFIX}peers:seen"
 CDN_DST = "cdn"  # the dst name of the seed cache in run/load keys
 
 

@@ -33,6 +33,15 @@ redis.call('HSET', dtk, 'cid', cid, 'peerId', ARGV[14], 'ip', ARGV[15], 'port', 
   'hostName', ARGV[18], 'version', ARGV[19], 'superNodeIp', ARGV[20], 'status', 'WAITING', 'errs', 0,
   'serr', 0, 'down', 0, 'created', NOW)
 touch(dtk)
+-- The cluster-wide peer list (/peers, /api/v1/peers): one record per registration, as in Go.
+redis.call('HSET', 'df:peers', ARGV[14], cjson.encode({ID = ARGV[14], IP = ARGV[15], hostName = ARGV[18],
+  port = tonumber(ARGV[16]), version = ARGV[19], created = NOW, cid = cid, taskId = tid}))
+redis.call('ZADD', 'df:peers:seen', NOW, ARGV[14])
+local stale = redis.call('ZRANGEBYSCORE', 'df:peers:seen', '-inf', NOW - TTL * 1000, 'LIMIT', 0, 100)
+if #stale > 0 then
+  redis.call('HDEL', 'df:peers', unpack(stale))
+  redis.call('ZREM', 'df:peers:seen', unpack(stale))
+end
 local cidsk = k('cids')
 redis.call('SADD', cidsk, cid)
 touch(cidsk)
