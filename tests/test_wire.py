@@ -40,7 +40,8 @@ def test_keys_match_case_insensitively_like_go() -> None:
 
 
 def test_a_form_body_is_accepted_like_1_0_x() -> None:
-    body = b"rawUrl=http%3A%2F%2Fa.b%2Fx&cid=c&ip=10.0.0.1&port=15001&path=%2Fpeer%2Ffile%2Fp&headers=A%3A1&headers=B%3A2"
+    body = (b"rawUrl=http%3A%2F%2Fa.b%2Fx&cid=c&ip=10.0.0.1&port=15001&path=%2Fpeer%2Ffile%2Fp"
+            b"&headers=A%3A1&headers=B%3A2")
     request = wire.parse_register(wire.decode_body(body, "application/x-www-form-urlencoded"))
     assert request.raw_url == "http://a.b/x" and request.port == 15001
     assert request.header_entries == ("A:1", "B:2")
