@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+TEST_TOKEN = "test-token-0123456789"
 
 
 def free_port() -> int:
@@ -84,6 +85,9 @@ class Cluster:
             DF_ADVERTISE_IP="127.0.0.1",
             DF_LISTEN="127.0.0.1",
             PYTHONUNBUFFERED="1",
+            # Test sources and registries live on loopback, which the source policy refuses by default.
+            DF_SOURCE_ALLOWLIST="127.0.0.0/8",
+            DF_API_TOKENS=f"tests:{TEST_TOKEN}",
         )
         if self.broker_url:
             env["DF_BROKER_URL"] = self.broker_url

@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.core.config import Settings
+from tests.cluster import TEST_TOKEN
 
 REDIS_BASE = os.environ.get("DF_TEST_REDIS", "redis://127.0.0.1:6379")
 STATE_DB = int(os.environ.get("DF_TEST_REDIS_DB", "13"))
@@ -39,5 +40,6 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 def settings(tmp_path: Path, redis_url: str) -> Settings:
     return Settings(
         redis_url=redis_url, home=tmp_path / "home", seed_dir=tmp_path / "seed", advertise_ip="127.0.0.1",
-        piece_lease_seconds=30, seed_lease_seconds=5,
+        piece_lease_seconds=30, seed_lease_seconds=5, source_allowlist="127.0.0.0/8",
+        api_tokens=f"tests:{TEST_TOKEN}",
     )

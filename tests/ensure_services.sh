@@ -24,3 +24,8 @@ if ! redis_up; then
 fi
 redis_up || { echo "ensure_services: Redis did not come up on 127.0.0.1:6379" >&2; exit 1; }
 echo "ensure_services: Redis up on 127.0.0.1:6379"
+
+# Services of other areas (Postgres, a registry, ...) bring their own scripts.
+for extra in "$(dirname "$0")"/services/*.sh; do
+  [ -e "$extra" ] && bash "$extra"
+done

@@ -26,7 +26,7 @@ async def test_make_run_serves_an_eight_peer_swarm(tmp_path: Path) -> None:
     port, download_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DF_")}
     env.update(DF_PORT=str(port), DF_DOWNLOAD_PORT=str(download_port), DF_HOME=str(tmp_path / "home"),
-               DF_ADVERTISE_IP="127.0.0.1")
+               DF_ADVERTISE_IP="127.0.0.1", DF_SOURCE_ALLOWLIST="127.0.0.0/8")
     log = tmp_path / "make-run.log"
     popen = start_make_run(env, log)
     supernode = Replica("make-run", popen, log, port=port, download_port=download_port)

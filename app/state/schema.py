@@ -25,6 +25,14 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 | df:peers                     | hash   | peerId -> JSON {ID, IP, hostName, port, version, created (ms),  | none, GC'd |
 |                              |        | cid, taskId}: one record per registration, as Go's peer list    |            |
 | df:peers:seen                | zset   | peerId scored by registration ms; prunes df:peers after TTL     | none, GC'd |
+| df:audit                     | stream | audit events waiting for Postgres (consumer group audit-writers)| MAXLEN     |
+| df:preheat:{id}              | hash   | a legacy preheat (/preheats) record and its progress            | retention  |
+| df:preheats                  | zset   | preheat ids scored by start ms (listing, retention)             | none, GC'd |
+| df:oapi:seq                  | string | last integer id of an Open API job                              | none       |
+| df:oapi:job:{n}              | hash   | an Open API (/oapi/v1/jobs) job, mapped to its preheat          | retention  |
+| df:preheat:slots             | zset   | running preheat seeds, scored by lease expiry (cluster limit)   | none       |
+| df:replica:{id}              | string | a live replica's self-description (heartbeat)                  | heartbeat  |
+| df:replicas                  | zset   | replica ids scored by last heartbeat ms                         | none, GC'd |
 
 State transitions that two replicas could race on are single Lua scripts in ``app/state/lua``.
 """
@@ -35,6 +43,12 @@ PREFIX = "df:"
 TASK_INDEX = f"{PREFIX}tasks"
 PEERS = f"{PREFIX}peers"
 PEERS_SEEN = f"{PREFIX}peers:seen"
+AUDIT_STREAM = f"{PREFIX}audit"
+AUDIT_GROUP = "audit-writers"
+PREHEAT_INDEX = f"{PREFIX}preheats"
+PREHEAT_SLOTS = f"{PREFIX}preheat:slots"
+OAPI_JOB_SEQ = f"{PREFIX}oapi:seq"
+REPLICAS = f"{PREFIX}replicas"
 CDN_DST = "cdn"  # the dst name of the seed cache in run/load keys
 
 
@@ -84,6 +98,18 @@ def probe_key(tid: str) -> str:
 
 def unreach_key(tid: str) -> str:
     return f"{task_prefix(tid)}unreach"
+
+
+def preheat_key(preheat_id: str) -> str:
+    return f"{PREFIX}preheat:{preheat_id}"
+
+
+def oapi_job_key(job_id: int) -> str:
+    return f"{PREFIX}oapi:job:{job_id}"
+
+
+def replica_key(replica_id: str) -> str:
+    return f"{PREFIX}replica:{replica_id}"
 
 
 class CdnStatus:
