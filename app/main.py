@@ -15,6 +15,7 @@ from starlette.responses import Response
 from app.api.middleware import VersionPrefixMiddleware
 from app.api.responses import JSONBytes
 from app.api.routes import peer, system
+from app.audit.events import RedisAuditLog
 from app.bridge.service import PeerBridge
 from app.cdn.dispatch import CeleryDispatcher, InProcessDispatcher, SeedDispatcher
 from app.cdn.source import make_source_client
@@ -45,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = redis
         app.state.storage = storage
         app.state.bridge = PeerBridge(settings, state, dispatcher, probe_client)
+        app.state.cluster_state = state
+        app.state.audit = RedisAuditLog(redis, settings.audit_stream_maxlen)
         log.info(
             "supernode up: %s mode, advertise %s, seed cache %s",
             "embedded" if settings.embedded else "cluster", settings.advertise_ip, settings.seed_path,
