@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis as sync_redis
 import redis.asyncio as aioredis
 
 from app.core.config import Settings
 from tests.cluster import TEST_TOKEN
 
 REDIS_BASE = os.environ.get("DF_TEST_REDIS", "redis://127.0.0.1:6379")
-STATE_DB = int(os.environ.get("DF_TEST_REDIS_DB", "13"))
+
+
+def _claim_db_pair() -> int:
+    """A (state, broker) pair of Redis dbs that no concurrent test run is using.
+
+    Runs flush their dbs, so two runs on one Redis (CI next to a developer, or parallel sessions)
+    must never share them. Pairs (2,3) .. (14,15) are claimed with a lease key in db 0.
+    """
+    if "DF_TEST_REDIS_DB" in os.environ:
+        return int(os.environ["DF_TEST_REDIS_DB"])
+    admin = sync_redis.Redis.from_url(f"{REDIS_BASE}/0")
+    for state_db in range(2, 15, 2):
+        key = f"df-tests:db-lease:{state_db}"
+        if admin.set(key, os.getpid(), nx=True, ex=3600):
+            atexit.register(admin.delete, key)
+            return state_db
+    raise RuntimeError("every test Redis db pair is leased; set DF_TEST_REDIS_DB to force one")
+
+
+STATE_DB = _claim_db_pair()
 BROKER_DB = STATE_DB + 1
 
 
