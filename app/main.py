@@ -18,6 +18,7 @@ from app.api.routes import peer, system
 from app.audit.events import RedisAuditLog
 from app.bridge.service import PeerBridge
 from app.cdn.dispatch import CeleryDispatcher, InProcessDispatcher, SeedDispatcher
+from app.cdn.gc import run_gc_loop
 from app.cdn.source import make_source_client
 from app.cdn.storage import LocalSeedStorage
 from app.core.config import Settings, get_settings
@@ -52,9 +53,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "supernode up: %s mode, advertise %s, seed cache %s",
             "embedded" if settings.embedded else "cluster", settings.advertise_ip, settings.seed_path,
         )
+        disk_gc = asyncio.create_task(run_gc_loop(redis, storage, settings))
         try:
             yield
         finally:
+            disk_gc.cancel()
             await dispatcher.close()
             await probe_client.aclose()
             await redis.aclose()

@@ -1,0 +1,49 @@
+"""Seed-cache disk GC: pure victim selection, and one pass over real files and real Redis."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from app.cdn.gc import CachedTask, collect_once, select_victims
+from app.cdn.storage import LocalSeedStorage
+from app.core.config import Settings
+from app.state import schema
+
+GIB = 1 << 30
+
+
+def test_nothing_goes_while_there_is_room() -> None:
+    cached = [CachedTask("a", 10, 1), CachedTask("b", 20, 1)]
+    assert select_victims(cached, set(), 200 * GIB, 100 * GIB, 5 * GIB, 0.1) == []
+
+
+def test_young_gc_takes_the_longest_idle_share_and_spares_live_tasks() -> None:
+    cached = [CachedTask(f"t{i}", idle_ms=i, size=1) for i in range(20)]
+    victims = select_victims(cached, {"t19"}, 50 * GIB, 100 * GIB, 5 * GIB, 0.1)
+    assert victims == ["t18", "t17"]
+
+
+def test_full_gc_takes_every_task_without_state() -> None:
+    cached = [CachedTask("a", 1, 1), CachedTask("b", 2, 1), CachedTask("live", 3, 1)]
+    assert select_victims(cached, {"live"}, 1 * GIB, 100 * GIB, 5 * GIB, 0.1) == ["b", "a"]
+
+
+async def test_one_pass_deletes_only_files_of_expired_tasks(tmp_path: Path, redis: Redis, settings: Settings) -> None:
+    storage = LocalSeedStorage(tmp_path / "seed")
+    live_tid, dead_tid = "a" * 64, "b" * 64
+    for tid in (live_tid, dead_tid):
+        fd = storage.open_for_write(tid, truncate=True)
+        os.write(fd, b"x" * 10)
+        os.close(fd)
+        storage.write_meta(tid, {"taskID": tid})
+    await redis.hset(schema.task_key(live_tid), "cdnStatus", "SUCCESS")
+    # Pretend the disk is nearly full so that the full GC applies.
+    full = settings.model_copy(update={"gc_young_free_bytes": 1 << 62, "gc_full_free_bytes": 1 << 61})
+    victims = await collect_once(redis, storage, full, int(time.time() * 1000))
+    assert victims == [dead_tid]
+    assert storage.data_path(live_tid).exists() and storage.read_meta(live_tid) is not None
+    assert not storage.data_path(dead_tid).exists() and storage.read_meta(dead_tid) is None
