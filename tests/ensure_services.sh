@@ -27,5 +27,5 @@ echo "ensure_services: Redis up on 127.0.0.1:6379"
 
 # Services of other areas (Postgres, a registry, ...) bring their own scripts.
 for extra in "$(dirname "$0")"/services/*.sh; do
-  [ -e "$extra" ] && bash "$extra"
+  if [ -e "$extra" ]; then bash "$extra"; fi
 done
