@@ -20,7 +20,7 @@ run: $(VENV)/.installed
 	$(BIN)/python -m app
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check app workers tests benchmarks
+	$(BIN)/ruff check app workers tests benchmarks migrations
 	$(BIN)/mypy app workers
 
 ## Install everything, start Redis if it is not running, lint, type-check and run the whole suite.
