@@ -18,7 +18,7 @@ from app.state.store import ClusterState
 
 # Probe outcomes that make dfget go to the source at once (code 607) rather than wait on a seed job
 # that cannot succeed. 5xx is left to the seed job: it may be transient.
-_REFUSING = {"not_found", "auth", "unreachable"}
+_REFUSING = {"not_found", "auth", "unreachable", "forbidden"}  # forbidden: app.cdn.policy
 _POLL_SECONDS = 0.05
 # Long enough for registrations racing the prober to read its verdict.
 _SHORT_VERDICT_SECONDS = 3.0
@@ -53,6 +53,8 @@ async def probe_geometry(
     probe = await probe_source(client, url, headers, settings.probe_timeout_seconds)
     if probe.reason in _REFUSING:
         message = f"source {url} refused: {probe.reason} (HTTP {probe.status})"
+        if probe.reason == "forbidden":  # a redirect hop the source policy refused: say which and why
+            message = probe.error
         ttl = settings.fail_access_seconds if probe.reason == "not_found" else _SHORT_VERDICT_SECONDS
         await state.mark_unreachable(tid, message, ttl)
         await state.release_probe(tid)

@@ -33,7 +33,8 @@ class SeedOutcome:
     piece_total: int = 0
     error: str = ""
     # Source failure classification (see app.cdn.source): "not_found", "auth", "server", "unreachable",
-    # "truncated", "length_changed", "md5_mismatch", "storage", "lease_lost", "internal", or "" on success.
+    # "truncated", "length_changed", "md5_mismatch", "storage", "lease_lost", "internal", "forbidden" (the
+    # source policy refused a URL or redirect hop, app.cdn.policy), or "" on success.
     reason: str = ""
 
 

@@ -26,6 +26,8 @@ from http import HTTPStatus
 
 import httpx
 
+from app.cdn.policy import SourcePolicy, SourceRefused
+
 MAX_REDIRECTS = 10  # Go's http.Client default
 USER_AGENT = "Go-http-client/1.1"  # what origins saw from the Go supernode (sample 13)
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -109,20 +111,28 @@ def format_http_date(ms: int) -> str:
 
 
 def make_source_client(
-    *, connect_timeout: float = 3.0, read_timeout: float = 60.0, verify: bool = True
+    *,
+    connect_timeout: float = 3.0,
+    read_timeout: float = 60.0,
+    verify: bool = True,
+    policy: SourcePolicy | None = None,
 ) -> httpx.AsyncClient:
     """The client every source request should go through.
 
     No cookie jar (Go's default client has none; a shared jar would leak one task's cookies into
     another's requests), proxies from the environment like Go, redirects handled by this module.
+    With a ``policy`` (app.cdn.policy), every request the client sends is checked first, so each
+    redirect hop of :func:`send_get` is checked too (a 302 to 169.254.169.254 is refused).
     """
     no_cookies = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    hooks = {"request": [policy.check_request]} if policy is not None else {}
     return httpx.AsyncClient(
         timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
         follow_redirects=False,
         trust_env=True,
         verify=verify,
         cookies=no_cookies,
+        event_hooks=hooks,
     )
 
 
@@ -156,7 +166,8 @@ def _keeps_credentials(initial: httpx.URL, target: httpx.URL) -> bool:
 async def send_get(client: httpx.AsyncClient, url: str, headers: httpx.Headers) -> httpx.Response:
     """GET following redirects with Go's rules; returns an open streaming response (caller closes).
 
-    Raises SourceError for transport problems and redirect loops.
+    Raises SourceError for transport problems and redirect loops, and SourceError("forbidden") when the
+    client's source policy refuses a hop (checked by the client's request hook before each hop is sent).
     """
     current: httpx.URL | str = url
     strip = False
@@ -178,6 +189,8 @@ async def send_get(client: httpx.AsyncClient, url: str, headers: httpx.Headers) 
             current = current.join(location)
             # Once credentials were dropped they stay dropped (Go ≥ 1.24 does the same).
             strip = strip or not _keeps_credentials(initial, current)
+    except SourceRefused as exc:
+        raise SourceError(exc.reason, exc.message) from exc
     except httpx.TimeoutException as exc:
         raise SourceError("unreachable", f"timeout talking to source {current}: {exc!r}") from exc
     except (httpx.ConnectError, httpx.NetworkError, httpx.UnsupportedProtocol, httpx.InvalidURL, OSError) as exc:
