@@ -8,21 +8,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.responses import Response
 
+from app.api.allowlist import DfgetAllowlistMiddleware, parse_networks
+from app.api.auth import ensure_api_protected
+from app.api.errors import install_error_handlers
 from app.api.middleware import VersionPrefixMiddleware
 from app.api.responses import JSONBytes
-from app.api.routes import peer, system
+from app.api.routes import audit as audit_routes
+from app.api.routes import catalogue, cluster, oapi, peer, peers, preheat, system, tasks, webhook
 from app.audit.events import RedisAuditLog
+from app.audit.runtime import AuditRuntime
 from app.bridge.service import PeerBridge
 from app.cdn.dispatch import CeleryDispatcher, InProcessDispatcher, SeedDispatcher
 from app.cdn.gc import run_gc_loop
+from app.cdn.policy import source_policy
 from app.cdn.source import make_source_client
 from app.cdn.storage import LocalSeedStorage
+from app.cluster.heartbeat import ReplicaPresence
 from app.core.config import Settings, get_settings
 from app.core.redis import create_redis
+from app.preheat.service import PreheatService
 from app.protocol.codes import Code
 from app.state.store import ClusterState
 
@@ -31,6 +38,8 @@ log = logging.getLogger("app")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    ensure_api_protected(settings)
+    dfget_networks = parse_networks(settings.dfget_allowlist)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,23 +50,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CeleryDispatcher(settings.broker_url) if settings.broker_url else InProcessDispatcher(state, storage)
         )
         probe_client = make_source_client(
-            connect_timeout=settings.source_connect_timeout_seconds, read_timeout=settings.probe_timeout_seconds
+            connect_timeout=settings.source_connect_timeout_seconds, read_timeout=settings.probe_timeout_seconds,
+            policy=source_policy(settings.source_allowlist),
         )
         app.state.settings = settings
         app.state.redis = redis
         app.state.storage = storage
-        app.state.bridge = PeerBridge(settings, state, dispatcher, probe_client)
         app.state.cluster_state = state
         app.state.audit = RedisAuditLog(redis, settings.audit_stream_maxlen)
+        app.state.bridge = PeerBridge(settings, state, dispatcher, probe_client, audit=app.state.audit)
+        app.state.preheat = PreheatService.build(settings, redis, state, storage, app.state.audit)
         log.info(
             "supernode up: %s mode, advertise %s, seed cache %s",
             "embedded" if settings.embedded else "cluster", settings.advertise_ip, settings.seed_path,
         )
         disk_gc = asyncio.create_task(run_gc_loop(redis, storage, settings))
+        presence = ReplicaPresence(redis, settings)
+        # The audit consumer: one named consumer per replica in the one group (each event written once).
+        app.state.audit_runtime = AuditRuntime.start(redis, settings, presence.id)
+        await presence.start()
+        heartbeat = asyncio.create_task(presence.run())
         try:
             yield
         finally:
             disk_gc.cancel()
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)  # it deregisters before Redis closes
+            await app.state.audit_runtime.stop()
+            await app.state.preheat.close()
             await dispatcher.close()
             await probe_client.aclose()
             await redis.aclose()
@@ -66,14 +86,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(system.router)
     app.include_router(peer.router)
+    app.include_router(tasks.router)
+    app.include_router(peers.router)
+    app.include_router(cluster.router)
+    app.include_router(catalogue.router)
+    app.include_router(preheat.router)
+    app.include_router(oapi.router)
+    app.include_router(webhook.router)
+    app.include_router(audit_routes.router)
+    install_error_handlers(app)
+    if dfget_networks:
+        app.add_middleware(DfgetAllowlistMiddleware, networks=dfget_networks)
     app.add_middleware(VersionPrefixMiddleware)
     Instrumentator().instrument(app, metric_namespace="dragonfly", metric_subsystem="supernode").expose(
         app, include_in_schema=False
     )
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
-        return JSONBytes({"code": 400, "message": str(exc.errors())}, status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -34,3 +34,24 @@ async def _seed(tid: str, epoch: int) -> str:
     if outcome is None:
         return "superseded"
     return "success" if outcome.success else f"failed: {outcome.reason}"
+
+
+@app.task(name="workers.tasks.preheat")
+def preheat(preheat_id: str, epoch: int) -> str:
+    """Run one preheat job (the same function embedded mode runs in-process). It seeds its blobs itself,
+    inside this worker slot, so preheats never wait for worker slots that other preheats hold."""
+    return asyncio.run(_preheat(preheat_id, epoch))
+
+
+async def _preheat(preheat_id: str, epoch: int) -> str:
+    from app.audit.events import RedisAuditLog
+    from app.preheat.runner import PreheatContext, run_preheat_job
+
+    redis = create_redis(settings)
+    try:
+        state = ClusterState(redis, settings)
+        audit = RedisAuditLog(redis, settings.audit_stream_maxlen)
+        ctx = PreheatContext(settings, state, LocalSeedStorage(settings.seed_path), audit)
+        return await run_preheat_job(ctx, preheat_id, epoch)
+    finally:
+        await redis.aclose()

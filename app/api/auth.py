@@ -11,13 +11,36 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.core.config import Settings
 
 ANONYMOUS = "anonymous"
+
+log = logging.getLogger("app.api.auth")
+
+# Only documents the scheme (the "Authorize" button of /docs); the header is read below, Basic included.
+_BEARER_DOC = HTTPBearer(auto_error=False, description="A token of DF_API_TOKENS (name:token pairs).")
+
+
+class InsecureApiError(RuntimeError):
+    """Cluster mode without tokens and without the explicit opt-out."""
+
+
+def ensure_api_protected(settings: Settings) -> None:
+    """Fail fast: a cluster replica must not expose its admin API open by accident."""
+    if settings.embedded or settings.tokens or settings.insecure_open_api:
+        return
+    message = (
+        "refusing to start: cluster mode (DF_REDIS_URL is set) needs DF_API_TOKENS=name:token[,name:token] "
+        "for the admin and REST API, or DF_INSECURE_OPEN_API=true to run that API without authentication"
+    )
+    log.error(message)
+    raise InsecureApiError(message)
 
 
 def _presented_secret(header: str) -> str | None:
@@ -57,7 +80,9 @@ def _open_api(settings: Settings) -> bool:
     return not settings.tokens and (settings.embedded or settings.insecure_open_api)
 
 
-def require_admin(request: Request) -> str:
+def require_admin(
+    request: Request, _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER_DOC)] = None
+) -> str:
     """For every call that changes something. Returns the audit actor."""
     settings = _settings(request)
     if _open_api(settings):
@@ -71,7 +96,9 @@ def require_admin(request: Request) -> str:
     return name
 
 
-def require_reader(request: Request) -> str:
+def require_reader(
+    request: Request, _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER_DOC)] = None
+) -> str:
     """For read-only calls; public when DF_PUBLIC_READ_API is set."""
     if _settings(request).public_read_api:
         return ANONYMOUS

@@ -12,8 +12,10 @@ from typing import Any
 
 import httpx
 
+from app.audit.events import AuditEvent, AuditSink
 from app.bridge.registration import probe_geometry
 from app.cdn.dispatch import SeedDispatcher
+from app.cdn.policy import SourceRefused, source_policy
 from app.cdn.source import convert_headers
 from app.core.config import Settings
 from app.protocol import wire
@@ -30,12 +32,19 @@ MAX_PIECE_NUM = 1 << 20  # far above any real file (15 MiB pieces); guards the b
 
 class PeerBridge:
     def __init__(
-        self, settings: Settings, state: ClusterState, dispatcher: SeedDispatcher, source: httpx.AsyncClient
+        self,
+        settings: Settings,
+        state: ClusterState,
+        dispatcher: SeedDispatcher,
+        source: httpx.AsyncClient,
+        audit: AuditSink | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
         self.dispatcher = dispatcher
         self.source = source
+        self.audit = audit
+        self.policy = source_policy(settings.source_allowlist)
         self.limits = Limits(
             peer_down=settings.peer_down_limit,
             peer_up=settings.peer_up_limit,
@@ -63,6 +72,9 @@ class PeerBridge:
         task_url = req.task_url or req.raw_url
         tid = task_id(task_url, req.md5, req.identifier, headers)
 
+        forbidden = await self._forbidden_source(req.raw_url, tid, req.ip)
+        if forbidden is not None:
+            return wire.result(Code.URL_NOT_REACHABLE, forbidden)
         refused = await self.state.unreachable_reason(tid)
         if refused is not None:
             return wire.result(Code.URL_NOT_REACHABLE, refused)
@@ -73,7 +85,8 @@ class PeerBridge:
             call_system=req.call_system, dfdaemon=req.dfdaemon,
         )
         outcome = await self.state.register(registration, None, 0, 0)
-        if outcome.result == "unprobed":
+        probed = outcome.result == "unprobed"
+        if probed:
             geometry = await probe_geometry(self.settings, self.state, self.source, tid, req.raw_url, headers)
             if isinstance(geometry, str):
                 return wire.result(Code.URL_NOT_REACHABLE, geometry)
@@ -88,7 +101,45 @@ class PeerBridge:
             return wire.result(Code.SYSTEM_ERROR, "task expired during registration, please retry")
         if outcome.seed_epoch:
             await self.dispatcher.dispatch(tid, outcome.seed_epoch)
+        # The task did not exist before our probe and this call started its first seed (epoch 1): this
+        # registration created it. (A concurrent creator would have started that seed itself.)
+        await self._audit_registration(registration, outcome.http_file_length, probed and outcome.seed_epoch == 1)
         return wire.register_ok(tid, outcome.http_file_length, outcome.piece_size)
+
+    async def _audit_registration(self, reg: PeerRegistration, length: int, created: bool) -> None:
+        """One XADD per registration (two for a new task): never the database, on dfget's path."""
+        if self.audit is None:
+            return
+        if created:
+            await self.audit.record(AuditEvent(
+                actor="dfget", action="task.created", task_id=reg.tid, target=reg.task_url, source_ip=reg.ip,
+                detail={"cid": reg.cid, "hostName": reg.host_name, "httpFileLength": length,
+                        "callSystem": reg.call_system, "dfdaemon": reg.dfdaemon},
+            ))
+        await self.audit.record(AuditEvent(
+            actor="dfget", action="peer.registered", task_id=reg.tid, target=reg.peer_id, source_ip=reg.ip,
+            detail={"cid": reg.cid, "hostName": reg.host_name, "port": reg.port, "version": reg.version,
+                    "newTask": created},
+        ))
+
+    async def _forbidden_source(self, url: str, tid: str, ip: str) -> str | None:
+        """The source policy's refusal (app.cdn.policy), audited; None when the URL may be fetched.
+
+        Checked on every registration, not only the probing one: for an existing task, a new rawUrl
+        is what a seed retry would fetch. A host that does not resolve is left to the probe and the
+        seeder (a DNS blip must not turn away peers of an already seeded task).
+        """
+        try:
+            await self.policy.check(url)
+        except SourceRefused as exc:
+            if exc.reason != "forbidden":
+                return None
+            if self.audit is not None:
+                await self.audit.record(AuditEvent(actor="dfget", action="source.refused", outcome="refused",
+                                                   task_id=tid, target=url, source_ip=ip,
+                                                   detail={"reason": exc.message}))
+            return exc.message
+        return None
 
     # --- /peer/task ---------------------------------------------------------------------------------
 
@@ -168,7 +219,11 @@ class PeerBridge:
     async def service_down(self, query: dict[str, str]) -> dict[str, Any]:
         tid, cid = query.get("taskId", ""), query.get("cid", "")
         if tid and cid:
-            await self.state.service_down(tid, cid)
+            known = await self.state.service_down(tid, cid)
+            if self.audit is not None:
+                await self.audit.record(AuditEvent(
+                    actor="dfget", action="peer.gone", outcome="ok" if known else "unknown", task_id=tid, target=cid,
+                ))
         return wire.result(Code.PEER_DOWN_REPORTED)
 
 

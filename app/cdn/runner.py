@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
+from app.audit.events import AuditEvent, RedisAuditLog
+from app.cdn.policy import source_policy
 from app.cdn.seeder import seed
 from app.cdn.sink import SeedOutcome
 from app.cdn.source import make_source_client
@@ -21,11 +25,17 @@ async def run_seed_job(state: ClusterState, storage: SeedStorage, tid: str, epoc
         return None
     settings = state.settings
     sink = RedisSeedSink(state)
+    # One XADD per event, the same buffer the API uses; the database is never awaited here.
+    audit = RedisAuditLog(state.redis, settings.audit_stream_maxlen)
+    await audit.record(AuditEvent(actor="seeder", action="seed.started", task_id=tid, target=job.task_url,
+                                  detail={"epoch": epoch}))
+    started = time.monotonic()
     async with make_source_client(
-        connect_timeout=settings.source_connect_timeout_seconds, read_timeout=settings.source_read_timeout_seconds
+        connect_timeout=settings.source_connect_timeout_seconds, read_timeout=settings.source_read_timeout_seconds,
+        policy=source_policy(settings.source_allowlist),
     ) as client:
         try:
-            return await seed(
+            outcome = await seed(
                 job, storage, sink, client, lease_seconds=settings.seed_lease_seconds,
                 check_timeout=settings.probe_timeout_seconds,
             )
@@ -34,4 +44,15 @@ async def run_seed_job(state: ClusterState, storage: SeedStorage, tid: str, epoc
             log.exception("seed job %s epoch %s crashed", tid, epoch)
             outcome = SeedOutcome(success=False, error=f"internal seeding error: {exc}", reason="internal")
             await sink.finished(tid, epoch, outcome)
-            return outcome
+    await audit.record(_seed_event(tid, job.task_url, epoch, outcome, time.monotonic() - started))
+    return outcome
+
+
+def _seed_event(tid: str, url: str, epoch: int, outcome: SeedOutcome, seconds: float) -> AuditEvent:
+    detail: dict[str, Any] = {"epoch": epoch, "bytes": outcome.raw_length, "fileLength": outcome.file_length,
+              "pieces": outcome.piece_total, "durationMs": int(seconds * 1000)}
+    if outcome.success:
+        return AuditEvent(actor="seeder", action="seed.finished", task_id=tid, target=url,
+                          detail=detail | {"md5": outcome.real_md5})
+    return AuditEvent(actor="seeder", action="seed.failed", outcome="failed", task_id=tid, target=url,
+                      detail=detail | {"reason": outcome.reason, "error": outcome.error[:500]})

@@ -12,7 +12,10 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 | df:{T}:cids                  | set    | cids registered for the task                                   | task TTL   |
 | df:{T}:dt:{cid}              | hash   | dfget-task: peerId, ip, port, path, hostName, version,         | task TTL   |
 |                              |        | superNodeIp, status, errs (client errors), serr (serving       |            |
-|                              |        | errors), down, lastq/lastp (last pull, for LB retries)         |            |
+|                              |        | errors), down, lastq/lastp (last pull, for LB retries),        |            |
+|                              |        | servedPieces/servedBytes (pieces, framed bytes, that other cids|            |
+|                              |        | reported fetching from this cid: piece_suc.lua, once per       |            |
+|                              |        | reporter and piece)                                            |            |
 | df:{T}:done:{cid}            | bitmap | pieces this cid has (SUCCESS); never cleared while it lives    | task TTL   |
 | df:{T}:run:{cid}             | hash   | pieceNum -> "<dst>|<lease expiry ms>" pieces in flight          | task TTL   |
 | df:{T}:black:{cid}           | set    | dst cids that failed this cid (never offered to it again)      | task TTL   |
@@ -25,12 +28,20 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 | df:peers                     | hash   | peerId -> JSON {ID, IP, hostName, port, version, created (ms),  | none, GC'd |
 |                              |        | cid, taskId}: one record per registration, as Go's peer list    |            |
 | df:peers:seen                | zset   | peerId scored by registration ms; prunes df:peers after TTL     | none, GC'd |
+| df:cdnpeer:{ip}:{port}       | string | id of the seed cache's own record in df:peers for that         | none       |
+|                              |        | advertise address (cdn_peer.lua; created at replica start)     |            |
 | df:audit                     | stream | audit events waiting for Postgres (consumer group audit-writers)| MAXLEN     |
-| df:preheat:{id}              | hash   | a legacy preheat (/preheats) record and its progress            | retention  |
+| df:preheat:{id}              | hash   | a preheat (id: the legacy formula, §13.1): request (type, url,  | 7 days     |
+|                              |        | filter, identifier, headers, platform, credentials, timeout,   | (retention)|
+|                              |        | concurrency), actor, origin, status, errorMsg, start/finish/   |            |
+|                              |        | updated ms, runner epoch + lease, layers (JSON per-blob        |            |
+|                              |        | progress: url, digest, task id, state, bytes, total, error)    |            |
 | df:preheats                  | zset   | preheat ids scored by start ms (listing, retention)             | none, GC'd |
 | df:oapi:seq                  | string | last integer id of an Open API job                              | none       |
-| df:oapi:job:{n}              | hash   | an Open API (/oapi/v1/jobs) job, mapped to its preheat          | retention  |
-| df:preheat:slots             | zset   | running preheat seeds, scored by lease expiry (cluster limit)   | none       |
+| df:oapi:job:{n}              | hash   | an Open API (/oapi/v1/jobs) job: preheat id, created ms, args,  | 7 days     |
+|                              |        | actor; its state is read live from the preheat                 |            |
+| df:preheat:slots             | zset   | "<preheat>:<epoch>:<taskId>" of running preheat seeds, scored   | none       |
+|                              |        | by lease expiry ms (DF_PREHEAT_CLUSTER_CONCURRENCY semaphore)  |            |
 | df:replica:{id}              | string | a live replica's self-description (heartbeat)                  | heartbeat  |
 | df:replicas                  | zset   | replica ids scored by last heartbeat ms                         | none, GC'd |
 
@@ -110,6 +121,10 @@ def oapi_job_key(job_id: int) -> str:
 
 def replica_key(replica_id: str) -> str:
     return f"{PREFIX}replica:{replica_id}"
+
+
+def cdn_peer_key(advertise_ip: str, download_port: int) -> str:
+    return f"{PREFIX}cdnpeer:{advertise_ip}:{download_port}"
 
 
 class CdnStatus:

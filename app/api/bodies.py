@@ -1,0 +1,20 @@
+"""Request bodies of the legacy REST API, read as Go read them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import HTTPException
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object with lower-cased keys: Go matches keys case-insensitively (PROTOCOL §2.3), so
+    ``ip`` and ``IP`` are the same field. Anything else is a 400."""
+    try:
+        loaded = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError:
+        raise HTTPException(400, "the body must be a JSON object") from None
+    if not isinstance(loaded, dict):
+        raise HTTPException(400, "the body must be a JSON object")
+    return {str(key).lower(): value for key, value in loaded.items()}

@@ -1,0 +1,66 @@
+"""One error shape for the REST API: ``{"code": <http status>, "message": "..."}`` (Go 1.0.x, PROTOCOL §2.4).
+
+dfget's endpoints (``/peer/*``, ``/task/metrics``) keep FastAPI's default behaviour: their answers are
+decided in ``app/api/routes/peer.py`` and dfget never reads an error body anyway.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.api.responses import JSONBytes
+
+_DFGET_PATH = re.compile(r"^(?:/v[0-9.]+)?/(?:peer/|task/metrics$)")
+
+
+def is_dfget_path(path: str) -> bool:
+    return bool(_DFGET_PATH.match(path))
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    return {"code": status, "message": message}
+
+
+def _describe(errors: Any) -> str:
+    """``query.limit: Input should be less than or equal to 1000; ...`` from pydantic's error list."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(item) for item in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_dfget_path(request.url.path):
+            return await http_exception_handler(request, exc)
+        return JSONBytes(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
+                         headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        return JSONBytes(error_body(400, _describe(exc.errors())), status_code=400)
+
+
+class ApiError(BaseModel):
+    """The REST API's error body."""
+
+    code: int
+    message: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ApiError, "description": "Bad input"},
+    401: {"model": ApiError, "description": "No token"},
+    403: {"model": ApiError, "description": "Wrong token"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ApiError, "description": "Unknown id"}}

@@ -1,0 +1,125 @@
+"""Peers (PROTOCOL §6.2): ``/peers`` as v0.4.x/v1.0.0 served it (samples/14) and ``/api/v1/peers`` as
+v1.0.1+ did, the latter with each peer's current tasks and bytes served added."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from app.api.admin_audit import audit_admin
+from app.api.auth import Admin, Reader
+from app.api.bodies import json_object
+from app.api.errors import ERRORS, NOT_FOUND
+from app.api.responses import JSONBytes
+from app.peers.models import PEER_CREATE_BODY, PeerCreate, PeerCreated, PeerInfo, PeerView
+from app.peers.service import PeerService, paginate, peer_info
+
+router = APIRouter(tags=["peers"], responses=ERRORS)
+
+LEGACY, V1 = "/peers", "/api/v1/peers"
+
+
+def get_peers(request: Request) -> PeerService:
+    return PeerService(request.app.state.redis, request.app.state.settings)
+
+
+Peers = Annotated[PeerService, Depends(get_peers)]
+PeerId = Annotated[str, Path(alias="id", min_length=1, max_length=512)]
+PageNum = Annotated[int, Query(alias="pageNum", ge=0, le=1_000_000_000)]
+PageSize = Annotated[int, Query(alias="pageSize", ge=0, le=1_000_000, description="0 = all")]
+SortKey = Annotated[str | None, Query(alias="sortKey", max_length=64, description="Ignored, as in Go.")]
+SortDirect = Annotated[
+    str, Query(alias="sortDirect", pattern="^(?i:asc|desc)$", description="By creation time: ASC or DESC.")
+]
+
+
+def _not_found(peer_id: str) -> HTTPException:
+    # Go answered HTTP 500 (inner code 502) for an unknown peer; a 404 says what happened.
+    return HTTPException(404, f"peer {peer_id} not found")
+
+
+async def _page(peers: PeerService, page_num: int, page_size: int, sort_direct: str) -> list[dict[str, Any]]:
+    return paginate(await peers.records(), page_num, page_size, sort_direct.upper() == "DESC")
+
+
+@router.get(LEGACY, response_model=list[PeerInfo], response_model_exclude_none=True)
+async def list_peers_legacy(
+    _: Reader, peers: Peers, page_num: PageNum = 0, page_size: PageSize = 0, sort_key: SortKey = None,
+    sort_direct: SortDirect = "ASC",
+) -> list[PeerInfo]:
+    """PeerInfo array, oldest first by default (the seed cache's own peer included)."""
+    return [peer_info(record) for record in await _page(peers, page_num, page_size, sort_direct)]
+
+
+@router.get(V1, response_model=list[PeerView], response_model_exclude_none=True)
+async def list_peers(
+    _: Reader, peers: Peers, page_num: PageNum = 0, page_size: PageSize = 0, sort_key: SortKey = None,
+    sort_direct: SortDirect = "ASC",
+) -> list[PeerView]:
+    """PeerInfo plus each peer's current tasks and the bytes it served to other peers."""
+    return await peers.views(await _page(peers, page_num, page_size, sort_direct))
+
+
+async def _create(request: Request, actor: str, peers: PeerService) -> JSONBytes:
+    fields = json_object(await request.body())
+    try:
+        body = PeerCreate.model_validate(
+            {"ip": fields.get("ip"), "hostname": fields.get("hostname"), "port": fields.get("port") or 0,
+             "version": fields.get("version") or ""}
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise HTTPException(400, problems) from None
+    peer_id = await peers.create(body)
+    await audit_admin(request, actor, "peer.created", target=peer_id, detail={"ip": body.ip, "port": body.port})
+    return JSONBytes({"ID": peer_id}, status_code=201)
+
+
+@router.post(LEGACY, status_code=201, response_model=PeerCreated, openapi_extra={"requestBody": PEER_CREATE_BODY})
+async def create_peer_legacy(request: Request, actor: Admin, peers: Peers) -> JSONBytes:
+    """Register a peer by hand: 201 ``{"ID":"<hostName>-<IP>-<unixnanos>"}``; keys in any case."""
+    return await _create(request, actor, peers)
+
+
+@router.post(V1, status_code=201, response_model=PeerCreated, openapi_extra={"requestBody": PEER_CREATE_BODY})
+async def create_peer(request: Request, actor: Admin, peers: Peers) -> JSONBytes:
+    """Register a peer by hand: 201 ``{"ID":"<hostName>-<IP>-<unixnanos>"}``; keys in any case."""
+    return await _create(request, actor, peers)
+
+
+@router.get(LEGACY + "/{id}", response_model=PeerInfo, response_model_exclude_none=True, responses=NOT_FOUND)
+async def get_peer_legacy(_: Reader, peers: Peers, peer_id: PeerId) -> PeerInfo:
+    record = await peers.get(peer_id)
+    if record is None:
+        raise _not_found(peer_id)
+    return peer_info(record)
+
+
+@router.get(V1 + "/{id}", response_model=PeerView, response_model_exclude_none=True, responses=NOT_FOUND)
+async def get_peer(_: Reader, peers: Peers, peer_id: PeerId) -> PeerView:
+    record = await peers.get(peer_id)
+    if record is None:
+        raise _not_found(peer_id)
+    return (await peers.views([record]))[0]
+
+
+async def _delete(request: Request, actor: str, peers: PeerService, peer_id: str) -> Response:
+    if not await peers.delete(peer_id):
+        raise _not_found(peer_id)
+    await audit_admin(request, actor, "peer.deleted", target=peer_id)
+    return Response(status_code=200)
+
+
+@router.delete(LEGACY + "/{id}", response_class=Response, responses=NOT_FOUND)
+async def delete_peer_legacy(request: Request, actor: Admin, peers: Peers, peer_id: PeerId) -> Response:
+    """Forget a peer record: 200, empty body (the dfget-task state of its download is not touched)."""
+    return await _delete(request, actor, peers, peer_id)
+
+
+@router.delete(V1 + "/{id}", response_class=Response, responses=NOT_FOUND)
+async def delete_peer(request: Request, actor: Admin, peers: Peers, peer_id: PeerId) -> Response:
+    """Forget a peer record: 200, empty body (the dfget-task state of its download is not touched)."""
+    return await _delete(request, actor, peers, peer_id)

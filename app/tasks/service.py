@@ -1,0 +1,214 @@
+"""Read and delete tasks in the shared state (PROTOCOL §6.3), for the REST API.
+
+Reads are plain Redis reads, pipelined: they see each key as some replica last wrote it, which is
+all an operator view needs. Deletion is the one mutation here; see :meth:`TaskService.delete`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from app.cdn.storage import SeedStorage
+from app.core.timefmt import rfc3339_ms
+from app.state import schema
+from app.tasks.models import PieceHolder, PieceInfo, PiecePage, SeedProgress, TaskPage, TaskStatus, TaskView
+
+TASK_ID_PATTERN = r"^[0-9a-f]{64}$"  # sha256 hex (§7.2); anything else cannot name a task
+_LIST_CHUNK = 256
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+_SENSITIVE = re.compile(r"auth|cookie|token|secret|passw|key", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _nonzero(value: int | None) -> int | None:
+    return value or None
+
+
+def _headers(raw: str | None) -> dict[str, str] | None:
+    """The registration headers, with credentials masked: Go showed them verbatim, but a read API
+    (possibly public, DF_PUBLIC_READ_API) must not hand out a registry's bearer tokens."""
+    try:
+        loaded = orjson.loads(raw or "{}")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(loaded, dict) or not loaded:
+        return None
+    return {str(key): REDACTED if _SENSITIVE.search(str(key)) else str(value) for key, value in loaded.items()}
+
+
+def _progress(fields: dict[str, str], seeded_pieces: int, now_ms: int) -> SeedProgress:
+    status = fields.get("cdnStatus", "")
+    seeded_bytes = _int(fields.get("seedBytes")) or 0
+    length = _int(fields.get("httpFileLength")) or 0
+    started = _int(fields.get("seedStarted"))
+    finished = _int(fields.get("seedFinished"))
+    # seedFinished survives a retry (a FAILED task seeded again): it belongs to this run only if later.
+    if started is None or finished is None or finished < started or status == TaskStatus.RUNNING:
+        finished = None
+    percent: float | None = None
+    if status == TaskStatus.SUCCESS:
+        percent = 100.0
+    elif length > 0:
+        percent = round(min(100.0, seeded_bytes * 100.0 / length), 2)
+    rate: float | None = None
+    if started is not None and status in (TaskStatus.RUNNING, TaskStatus.SUCCESS, TaskStatus.FAILED):
+        elapsed = ((finished if finished is not None else now_ms) - started) / 1000
+        rate = round(seeded_bytes / elapsed, 1) if elapsed > 0 else None
+    return SeedProgress(
+        piecesSeeded=seeded_pieces,
+        pieceTotal=_int(fields.get("pieceTotal")),
+        bytes=seeded_bytes,
+        percent=percent,
+        rateBytesPerSecond=rate,
+        started=rfc3339_ms(started) if started else None,
+        finished=rfc3339_ms(finished) if finished else None,
+        error=fields.get("seedError") or None,
+        reason=fields.get("seedReason") or None,
+    )
+
+
+def task_view(tid: str, fields: dict[str, str], peers: int, seeded_pieces: int, now_ms: int) -> TaskView:
+    created, accessed = _int(fields.get("created")), _int(fields.get("accessed"))
+    return TaskView(
+        ID=tid,
+        cdnStatus=fields.get("cdnStatus") or None,
+        fileLength=_nonzero(_int(fields.get("fileLength"))),
+        httpFileLength=_nonzero(_int(fields.get("httpFileLength"))),
+        pieceSize=_nonzero(_int(fields.get("pieceSize"))),
+        pieceTotal=_nonzero(_int(fields.get("pieceTotal"))),
+        rawURL=fields.get("rawUrl") or None,
+        taskURL=fields.get("taskUrl") or None,
+        md5=fields.get("md5") or None,
+        realMd5=fields.get("realMd5") or None,
+        identifier=fields.get("identifier") or None,
+        headers=_headers(fields.get("headers")),
+        created=rfc3339_ms(created) if created else None,
+        accessed=rfc3339_ms(accessed) if accessed else None,
+        peers=peers,
+        progress=_progress(fields, seeded_pieces, now_ms),
+    )
+
+
+def _matches(fields: dict[str, str], status: TaskStatus | None, url: str | None) -> bool:
+    if status is not None and fields.get("cdnStatus") != status:
+        return False
+    return not url or url in fields.get("taskUrl", "") or url in fields.get("rawUrl", "")
+
+
+class TaskService:
+    def __init__(self, redis: aioredis.Redis, storage: SeedStorage) -> None:
+        self.redis = redis
+        self.storage = storage
+
+    async def _views(self, tids: list[str]) -> list[tuple[str, dict[str, str], int, int]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tid in tids:
+                pipe.hgetall(schema.task_key(tid))
+                pipe.scard(schema.cids_key(tid))
+                pipe.hlen(schema.cdn_key(tid))
+            replies: list[Any] = await pipe.execute()
+        rows = []
+        for i, tid in enumerate(tids):
+            fields, peers, seeded = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+            if fields:  # the index outlives expired task hashes until the next registration prunes it
+                rows.append((tid, fields, int(peers), int(seeded)))
+        return rows
+
+    async def list(self, status: TaskStatus | None, url: str | None, limit: int, offset: int) -> TaskPage:
+        """Tasks by last access, newest first. The order is a snapshot of the index taken at the call;
+        paging while clients keep pulling can show a task twice or skip one, as any live listing."""
+        tids: list[str] = await self.redis.zrevrange(schema.TASK_INDEX, 0, -1)  # type: ignore[assignment]
+        now, total, page = int(time.time() * 1000), 0, []
+        for start in range(0, len(tids), _LIST_CHUNK):
+            for tid, fields, peers, seeded in await self._views(tids[start : start + _LIST_CHUNK]):
+                if not _matches(fields, status, url):
+                    continue
+                if offset <= total < offset + limit:
+                    page.append(task_view(tid, fields, peers, seeded, now))
+                total += 1
+        return TaskPage(total=total, offset=offset, limit=limit, tasks=page)
+
+    async def get(self, tid: str) -> TaskView | None:
+        rows = await self._views([tid])
+        if not rows:
+            return None
+        _, fields, peers, seeded = rows[0]
+        return task_view(tid, fields, peers, seeded, int(time.time() * 1000))
+
+    async def pieces(self, tid: str, offset: int, limit: int) -> PiecePage | None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(schema.task_key(tid), "pieceTotal")
+            pipe.hgetall(schema.cdn_key(tid))
+            piece_total, cdn = await pipe.execute()
+        if piece_total is None:
+            return None
+        seeded: dict[int, str] = {int(n): value for n, value in cdn.items() if n.isdigit()}
+        # pieceTotal is provisional while seeding (unknown length: 0); the seed cache may know more.
+        total = max(int(piece_total), max(seeded, default=-1) + 1)
+        numbers = list(range(offset, min(total, offset + limit)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for n in numbers:
+                pipe.smembers(schema.holders_key(tid, n))
+            holder_sets: list[set[str]] = await pipe.execute()
+        cids = sorted(set().union(*holder_sets)) if holder_sets else []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in cids:
+                pipe.hmget(schema.dt_key(tid, cid), ["ip", "port", "peerId"])
+            infos = dict(zip(cids, await pipe.execute(), strict=True))
+        pieces = []
+        for n, holders in zip(numbers, holder_sets, strict=True):
+            md5, _, length = seeded.get(n, "").partition(":")
+            pieces.append(
+                PieceInfo(
+                    pieceNum=n,
+                    seeded=n in seeded,
+                    md5=md5 or None,
+                    length=_int(length),
+                    holders=[
+                        PieceHolder(cid=cid, ip=infos[cid][0], port=_int(infos[cid][1]), peerId=infos[cid][2])
+                        for cid in sorted(holders)
+                    ],
+                )
+            )
+        return PiecePage(taskId=tid, pieceTotal=total, offset=offset, limit=limit, pieces=pieces)
+
+    async def delete(self, tid: str, full: bool) -> bool:
+        """Remove every ``df:{T}:*`` key and the index entry in one MULTI/EXEC; with ``full`` the seed
+        files too. True when there was something to remove.
+
+        Races, all benign: a registration or pull landing between the SCAN and the EXEC can write a key
+        the SCAN did not see (e.g. a new ``dt:{cid}``); without the task hash nothing uses it and it
+        expires with the task TTL. A registration right after the EXEC creates the task afresh
+        (probe, seed), as after a TTL expiry. A seed job still running notices at its next progress
+        report (its epoch is gone) and stops; a file it re-created meanwhile has no task state and goes
+        with the next disk GC.
+        """
+        pattern = _GLOB_SPECIAL.sub(r"\\\1", schema.task_prefix(tid)) + "*"
+        keys = [key async for key in self.redis.scan_iter(match=pattern, count=1000)]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if keys:
+                pipe.unlink(*keys)
+            pipe.zrem(schema.TASK_INDEX, tid)
+            await pipe.execute()
+        had_files = False
+        if full:
+            had_files = await asyncio.to_thread(self._delete_files, tid)
+        return bool(keys) or had_files
+
+    def _delete_files(self, tid: str) -> bool:
+        existed = self.storage.data_path(tid).exists() or self.storage.read_meta(tid) is not None
+        self.storage.delete(tid)
+        return existed
