@@ -35,6 +35,8 @@ def fuzz_settings(home: Path) -> Settings:
     return Settings(
         redis_url=f"{REDIS_BASE}/{STATE_DB}", home=home / "home", seed_dir=home / "seed", advertise_ip="127.0.0.1",
         source_allowlist="127.0.0.0/8", api_tokens=f"tests:{TEST_TOKEN}", port=free_port(),
+        # An audit database, so that /api/v1/audit is fuzzed down to its queries (without one it is a 503).
+        database_url=f"sqlite:///{home / 'audit.db'}",
     )
 
 

@@ -80,7 +80,7 @@ def _open_api(settings: Settings) -> bool:
     return not settings.tokens and (settings.embedded or settings.insecure_open_api)
 
 
-def require_admin(
+async def require_admin(
     request: Request, _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER_DOC)] = None
 ) -> str:
     """For every call that changes something. Returns the audit actor."""
@@ -96,13 +96,13 @@ def require_admin(
     return name
 
 
-def require_reader(
+async def require_reader(
     request: Request, _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER_DOC)] = None
 ) -> str:
     """For read-only calls; public when DF_PUBLIC_READ_API is set."""
     if _settings(request).public_read_api:
         return ANONYMOUS
-    return require_admin(request)
+    return await require_admin(request)
 
 
 Admin = Annotated[str, Depends(require_admin)]

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     # --- backing services ------------------------------------------------------------------
     redis_url: str = Field("", description="redis://, rediss:// or redis+sentinel://; empty = embedded.")
     redis_sentinel_master: str = Field("mymaster", description="Master name for redis+sentinel:// URLs.")
+    # Every in-flight request holds one connection for its script. redis-py's default pool fails at once
+    # beyond 100; a swarm of a few hundred dfgets hitting one replica must queue instead.
+    redis_max_connections: int = Field(512, ge=1, description="Redis connections per process, at most.")
+    redis_pool_timeout_seconds: float = Field(
+        2.0, gt=0, description="How long a request waits for a free Redis connection before failing."
+    )
     broker_url: str = Field("", description="Celery broker; empty = seed in-process.")
     database_url: str = Field("", description="Audit log database (SQLAlchemy async URL).")
     seed_dir: Path | None = Field(None, description="Shared seed cache directory (RWX volume in Kubernetes).")

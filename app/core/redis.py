@@ -21,8 +21,14 @@ def create_redis(settings: Settings) -> aioredis.Redis:
         return _embedded_redis()
     url = settings.redis_url
     if url.startswith("redis+sentinel://"):
-        return _sentinel_redis(url, settings.redis_sentinel_master)
-    return aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=30, retry=_blip_retry())
+        return _sentinel_redis(url, settings.redis_sentinel_master, settings.redis_max_connections)
+    # A blocking pool: past the bound a request waits for a connection (well inside dfget's 5 s) instead
+    # of failing. ``?max_connections=`` in the URL still wins, as redis-py documents.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, decode_responses=True, health_check_interval=30, retry=_blip_retry(),
+        max_connections=settings.redis_max_connections, timeout=settings.redis_pool_timeout_seconds,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 def _blip_retry() -> Retry:
@@ -45,7 +51,7 @@ def _embedded_redis() -> aioredis.Redis:
     return client
 
 
-def _sentinel_redis(url: str, default_master: str) -> aioredis.Redis:
+def _sentinel_redis(url: str, default_master: str, max_connections: int) -> aioredis.Redis:
     """``redis+sentinel://[:password@]host1:26379,host2:26379/<db>?master=<name>``."""
     parsed = urlparse(url)
     hosts = []
@@ -58,5 +64,5 @@ def _sentinel_redis(url: str, default_master: str) -> aioredis.Redis:
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         hosts, password=parsed.password, db=db, decode_responses=True, retry=_blip_retry()
     )
-    client: aioredis.Redis = sentinel.master_for(master)
+    client: aioredis.Redis = sentinel.master_for(master, max_connections=max_connections)
     return client

@@ -22,7 +22,7 @@ router = APIRouter(tags=["peers"], responses=ERRORS)
 LEGACY, V1 = "/peers", "/api/v1/peers"
 
 
-def get_peers(request: Request) -> PeerService:
+async def get_peers(request: Request) -> PeerService:
     return PeerService(request.app.state.redis, request.app.state.settings)
 
 

@@ -19,7 +19,7 @@ from app.tasks.service import TASK_ID_PATTERN, TaskService
 router = APIRouter(tags=["tasks"], responses=ERRORS)
 
 
-def get_tasks(request: Request) -> TaskService:
+async def get_tasks(request: Request) -> TaskService:
     return TaskService(request.app.state.redis, request.app.state.storage)
 
 

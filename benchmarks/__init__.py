@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ``python -m benchmarks.bench_control_plane``; see ``benchmarks/RESULTS.md``."""
