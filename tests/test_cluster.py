@@ -37,7 +37,9 @@ def cluster(tmp_path: Path, redis_url: str, broker_url: str) -> Iterator[Cluster
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     redis.Redis.from_url(broker_url).flushdb()
-    nodes = Cluster(tmp_path / "cluster", redis_url, broker_url)
+    # Piece leases far beyond any download timeout below: a piece that stays "running" for a client that
+    # will never report it is a stall the swarm's timeout turns into a failure, not a pause of one lease.
+    nodes = Cluster(tmp_path / "cluster", redis_url, broker_url, extra_env={"DF_PIECE_LEASE_SECONDS": "900"})
     nodes.workdir.mkdir()
     try:
         nodes.start_replica()
@@ -98,8 +100,10 @@ async def test_a_replica_killed_mid_download_loses_no_download(
         lists = [[first, second, first, second], [second, first, second, first]]
         # Either dfget re-registers on the next listed node, or a load balancer retries on the other replica.
         balance = [first, second] if retry == "balancer-retry" else []
+        # timeout: dfget 1.0.x goes to the source after it, which check_swarm refuses. A migrated client
+        # must not wait on pieces the killed replica handed out (their reports died with it).
         async with Swarm(8, [first, second], url, tmp_path / "out", node_lists=lambda i: lists[i % 2],
-                         sleep_scale=0.25, balance=balance) as swarm:
+                         sleep_scale=0.25, balance=balance, timeout=60) as swarm:
             running = asyncio.create_task(swarm.run())
             # Kill once peers hold pieces but before anyone could be done.
             for _ in range(400):

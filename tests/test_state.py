@@ -149,6 +149,39 @@ async def test_an_expired_piece_lease_is_offered_again(state: ClusterState, sett
     assert snap["cdnLoad"] == 0
 
 
+async def test_pieces_in_flight_at_a_re_registration_are_re_offered_on_a_short_lease(
+    state: ClusterState, settings: Settings
+) -> None:
+    """A migrated dfget may hold pieces whose reports died with the old node. Re-offered, it re-reports
+    a held piece at once, or ignores one it still fetches: neither may block it for a whole lease."""
+    state.settings = settings.model_copy(update={"reoffer_lease_seconds": 0.2})
+    epoch = await start(state, "c1")
+    await seed_all(state, epoch)
+    await state.pull(TID, "c1", 700, 502, -1, "", "s")
+    await state.assign(TID, "c1", "s", [(0, CDN), (1, CDN)])
+    assert (await state.register(reg("c1"), None, 0, 0)).result == "ok"  # the migration
+    assert await state.redis.smembers(schema.reoffer_key(TID, "c1")) == {"0", "1"}
+
+    snap = await state.pull(TID, "c1", 700, 502, -1, "", "m1")
+    assert {0, 1} <= {p[0] for p in snap["pieces"]}
+    assigned = await state.assign(TID, "c1", "m1", [(0, CDN), (1, CDN), (2, CDN)])
+    assert [a.piece_num for a in assigned] == [0, 1, 2]
+    run = await state.redis.hgetall(schema.run_key(TID, "c1"))
+    leases = {int(n): int(v.rsplit("|", 1)[1]) for n, v in run.items()}
+    # Re-offered pieces: the short lease; a fresh piece: the full one.
+    assert leases[2] - leases[0] > 1000 * (settings.piece_lease_seconds - 1)
+    assert abs(leases[0] - leases[1]) < 1000
+
+    # The client held piece 0: its re-report closes it and leaves the re-offer set.
+    snap = await state.pull(TID, "c1", 701, 503, 0, "", "m2")
+    assert await state.redis.smembers(schema.reoffer_key(TID, "c1")) == {"1"}
+    # Piece 1 was still downloading and its report is merged away: after the short lease it is back.
+    assert 1 not in {p[0] for p in snap["pieces"]}
+    await asyncio.sleep(0.3)
+    snap = await state.pull(TID, "c1", 701, 503, 0, "", "m3")
+    assert 1 in {p[0] for p in snap["pieces"]}
+
+
 async def test_a_silent_seeder_is_replaced_and_cannot_publish_any_more(state: ClusterState, settings: Settings) -> None:
     state.settings = settings.model_copy(update={"seed_lease_seconds": 0.05})
     epoch = await start(state, "c1")

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     piece_lease_seconds: float = Field(
         120.0, gt=0, description="A handed-out piece that is not reported within this time is re-offered."
     )
+    reoffer_lease_seconds: float = Field(
+        5.0, gt=0,
+        description="Lease of a piece re-offered to a client that was running it when it re-registered.",
+    )
     down_link_kib: int = Field(
         0, ge=0, description="downLink in piece tasks (KiB/s); 0 like Go, 20480 lifts 0.4.x's 10 MiB/s cap."
     )

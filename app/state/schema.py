@@ -18,6 +18,8 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 |                              |        | reporter and piece)                                            |            |
 | df:{T}:done:{cid}            | bitmap | pieces this cid has (SUCCESS); never cleared while it lives    | task TTL   |
 | df:{T}:run:{cid}             | hash   | pieceNum -> "<dst>|<lease expiry ms>" pieces in flight          | task TTL   |
+| df:{T}:reoffer:{cid}         | set    | pieces that were in flight for cid when it re-registered        | task TTL   |
+|                              |        | (migration): offered again on a short lease (assign.lua)       |            |
 | df:{T}:black:{cid}           | set    | dst cids that failed this cid (never offered to it again)      | task TTL   |
 | df:{T}:holders:{n}           | set    | cids that reported piece n via /peer/piece/suc (sources)       | task TTL   |
 | df:{T}:load:{dst}            | zset   | "<srcCid>|<n>" scored by lease expiry ms: uploads in flight     | task TTL   |
@@ -89,6 +91,10 @@ def done_key(tid: str, cid: str) -> str:
 
 def run_key(tid: str, cid: str) -> str:
     return f"{task_prefix(tid)}run:{cid}"
+
+
+def reoffer_key(tid: str, cid: str) -> str:
+    return f"{task_prefix(tid)}reoffer:{cid}"
 
 
 def black_key(tid: str, cid: str) -> str:

@@ -21,6 +21,7 @@ end
 
 local function record_success(cid, n, add_holder)
   release(cid, n)
+  redis.call('SREM', k('reoffer:' .. cid), n)
   local donek = k('done:' .. cid)
   redis.call('SETBIT', donek, n, 1)
   touch(donek)

@@ -1,17 +1,17 @@
 -- Commit the scheduler's choice for one pull. Each pick is re-checked against limits that other
 -- replicas may have used up since the snapshot; picks that no longer fit are dropped.
 -- ARGV[4..]: cid, fingerprint, pieceLeaseMs, upLimit, cdnLimit, eliminationLimit, cdnDst,
---            then pairs (pieceNum, dst)
+--            reofferLeaseMs, then pairs (pieceNum, dst)
 local cid, fingerprint = ARGV[4], ARGV[5]
 local piece_lease, up_limit, cdn_limit = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local elimination, cdn_dst = tonumber(ARGV[9]), ARGV[10]
+local elimination, cdn_dst, reoffer_lease = tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11])
 local dtk, runk, donek, cdnk = k('dt:' .. cid), k('run:' .. cid), k('done:' .. cid), k('cdn')
-local blk = k('black:' .. cid)
+local blk, reofferk = k('black:' .. cid), k('reoffer:' .. cid)
 
 -- Run again for the same pull (its reply was lost on a dropped connection): repeat the same picks.
 local again = redis.call('HGET', dtk, 'lastq') == fingerprint
 local out, lastp = {}, {}
-for i = 11, #ARGV, 2 do
+for i = 12, #ARGV, 2 do
   local n, dst = ARGV[i], ARGV[i + 1]
   local md5 = redis.call('HGET', cdnk, n)
   local entry = redis.call('HGET', runk, n)
@@ -36,7 +36,11 @@ for i = 11, #ARGV, 2 do
         and redis.call('SISMEMBER', blk, dst) == 0
     end
     if fits then
-      local expiry = NOW + piece_lease
+      -- A piece the client may hold already (see register.lua) must not block it for a whole lease:
+      -- dfget re-reports a held piece in its next pull, and one it still fetches is offered again soon.
+      local lease = piece_lease
+      if redis.call('SISMEMBER', reofferk, n) == 1 then lease = reoffer_lease end
+      local expiry = NOW + lease
       redis.call('HSET', runk, n, dst .. '|' .. expiry)
       redis.call('ZADD', lk, expiry, cid .. '|' .. n)
       touch(lk)

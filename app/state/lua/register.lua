@@ -25,8 +25,16 @@ else
     'callSystem', ARGV[21], 'dfdaemon', ARGV[22])
 end
 
--- A re-registration (migration) keeps the cid's pieces but ends what it had in flight.
-for _, n in ipairs(redis.call('HKEYS', k('run:' .. cid))) do release(cid, n) end
+-- A re-registration (migration) keeps the cid's pieces but ends what it had in flight: those pieces
+-- may never have reached the client (the old node died before answering), or may be downloaded,
+-- or still downloading, with their reports lost with the old node. They are offered again on a short
+-- lease (assign.lua): dfget re-reports a piece it holds at once, and ignores one it is still fetching.
+local reofferk = k('reoffer:' .. cid)
+for _, n in ipairs(redis.call('HKEYS', k('run:' .. cid))) do
+  release(cid, n)
+  redis.call('SADD', reofferk, n)
+end
+if redis.call('EXISTS', reofferk) == 1 then touch(reofferk) end
 local dtk = k('dt:' .. cid)
 redis.call('HDEL', dtk, 'lastq', 'lastp')
 redis.call('HSET', dtk, 'cid', cid, 'peerId', ARGV[14], 'ip', ARGV[15], 'port', ARGV[16], 'path', ARGV[17],
