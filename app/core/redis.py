@@ -18,7 +18,7 @@ _embedded_server: Any = None
 
 def create_redis(settings: Settings) -> aioredis.Redis:
     if settings.embedded:
-        return _embedded_redis()
+        return _embedded_redis(settings)
     url = settings.redis_url
     if url.startswith("redis+sentinel://"):
         return _sentinel_redis(url, settings.redis_sentinel_master, settings.redis_max_connections)
@@ -39,15 +39,22 @@ def _blip_retry() -> Retry:
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=6)
 
 
-def _embedded_redis() -> aioredis.Redis:
+def _embedded_redis(settings: Settings) -> aioredis.Redis:
     # fakeredis runs real Lua (via lupa) with Redis semantics; one server object per process so that
-    # every client in the process (API, seeder) sees the same data.
+    # every client in the process (API, seeder) sees the same data. Its connections come from redis-py's
+    # pool, bounded like a real server's (a swarm of 200 dfgets overflowed the default of 100).
     import fakeredis
 
     global _embedded_server
     if _embedded_server is None:
         _embedded_server = fakeredis.FakeServer()
-    client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=_embedded_server, decode_responses=True)
+    client: aioredis.Redis = fakeredis.FakeAsyncRedis(
+        server=_embedded_server, decode_responses=True, connection_pool_class=aioredis.BlockingConnectionPool,
+        max_connections=settings.redis_max_connections,
+    )
+    pool = client.connection_pool
+    if isinstance(pool, aioredis.BlockingConnectionPool):
+        pool.timeout = settings.redis_pool_timeout_seconds  # not among the options fakeredis passes on
     return client
 
 
