@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests use the real Redis on loopback, in a db number of their own."""
+"""Shared fixtures. Tests use the real Redis on loopback, in a db number of their own, and the real
+PostgreSQL, in a database of their own (``pg_db``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import redis.asyncio as aioredis
 
 from app.core.config import Settings
 from tests.cluster import TEST_TOKEN
+from tests.postgres import fresh_database
 
 REDIS_BASE = os.environ.get("DF_TEST_REDIS", "redis://127.0.0.1:6379")
 
@@ -64,3 +66,10 @@ def settings(tmp_path: Path, redis_url: str) -> Settings:
         piece_lease_seconds=30, seed_lease_seconds=5, source_allowlist="127.0.0.0/8",
         api_tokens=f"tests:{TEST_TOKEN}",
     )
+
+
+@pytest.fixture
+async def pg_db() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for this test; yields its URL in the DF_DATABASE_URL form."""
+    async for url in fresh_database():
+        yield url

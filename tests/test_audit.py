@@ -8,13 +8,12 @@ one is up).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,48 +39,14 @@ from app.protocol.taskid import task_id
 from app.state.schema import AUDIT_GROUP, AUDIT_STREAM
 from tests.cluster import REPO, TEST_TOKEN
 from tests.live import Live, live_supernode
+from tests.postgres import admin_connection, plain_url, rows
 from tests.sources import SourceServer
 from tests.test_bridge import registration
 
-PG_ADMIN = os.environ.get("DF_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
-_databases = itertools.count()
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------------
-
-
-async def _admin() -> asyncpg.Connection:
-    try:
-        return await asyncpg.connect(PG_ADMIN, timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at {PG_ADMIN} unusable ({exc}); run tests/services/postgres.sh")
-
-
-@pytest.fixture
-async def pg_db() -> AsyncIterator[str]:
-    """A fresh database for this test; yields its SQLAlchemy async URL (the DF_DATABASE_URL form)."""
-    name = f"df_audit_test_{os.getpid()}_{next(_databases)}"
-    admin = await _admin()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield make_url(PG_ADMIN).set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-def plain_url(url: str) -> str:
-    """The asyncpg form of a SQLAlchemy URL, for checking rows independently of the code under test."""
-    return make_url(url).set(drivername="postgresql").render_as_string(False)
-
-
-async def rows(url: str, sql: str = "SELECT * FROM audit_events", *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(plain_url(url), timeout=10)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0, what: str = "condition") -> None:
@@ -235,7 +200,7 @@ async def test_audit_survives_a_postgres_outage(
     caplog.set_level(logging.WARNING, logger="app.audit.writer")
     settings = settings.model_copy(update={"database_url": pg_db})
     db_name = make_url(pg_db).database
-    admin = await _admin()
+    admin = await admin_connection()
     urls: list[str] = []
 
     async def create_tasks(first: int, last: int) -> None:

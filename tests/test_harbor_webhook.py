@@ -1,8 +1,9 @@
 """The Harbor webhook receiver: both payload formats of HARBOR.md §4, its secret, and the preheats it
-starts against a real registry (their audit trail names the webhook)."""
+starts against a real registry (their audit rows in PostgreSQL name the webhook)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ from app.core.config import Settings
 from app.preheat.webhook import WebhookError, parse_event
 from app.protocol.taskid import task_id
 from tests.live import live_supernode
+from tests.postgres import rows
 from tests.preheat_support import AUTH, assert_seeded, at_least, audit_trail, poll_legacy
 from tests.registry import Pusher, Registry, needs_registry, start_registry
 
@@ -75,9 +77,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 @needs_registry
 @pytest.mark.slow
 async def test_push_events_of_both_formats_preheat_the_image(
-    settings: Settings, redis: Redis, registry: Registry
+    settings: Settings, redis: Redis, registry: Registry, pg_db: str
 ) -> None:
-    hooked = settings.model_copy(update={"harbor_webhook_secret": SECRET, "harbor_registry_scheme": "http"})
+    hooked = settings.model_copy(update={"harbor_webhook_secret": SECRET, "harbor_registry_scheme": "http",
+                                         "database_url": pg_db})
     async with Pusher(registry.url) as push:
         plain = await push.image("library/hooked", "v1", [os.urandom(120_000), os.urandom(80_000)])
         cloud = await push.image("library/clouded", "v2", [os.urandom(110_000)], oci=True)
@@ -95,7 +98,16 @@ async def test_push_events_of_both_formats_preheat_the_image(
             answers.append(answer)
             finals.append(await poll_legacy(http, answer.json()["preheats"][0]["ID"], path="/api/v1/preheats"))
         trail = await audit_trail(http, redis, at_least("preheat.status", 4))
+        # And in the audit table itself, written by the replica's consumer.
+        for _ in range(300):
+            stored = await rows(pg_db, "SELECT actor, action, outcome FROM audit_events WHERE actor = 'harbor-webhook'")
+            if sum(r["action"] == "preheat.status" for r in stored) >= 4:
+                break
+            await asyncio.sleep(0.1)
 
+    assert sorted((r["action"], r["outcome"]) for r in stored if r["action"] == "webhook.received") == [
+        ("webhook.received", "ok"), ("webhook.received", "ok")]
+    assert sum(r["action"] == "preheat.status" for r in stored) == 4
     for answer, image in zip(answers, (plain, cloud), strict=True):
         (started,) = answer.json()["preheats"]
         assert answer.status_code == 200
