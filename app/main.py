@@ -21,7 +21,7 @@ from app.api.routes import catalogue, cluster, oapi, peer, peers, preheat, syste
 from app.audit.events import RedisAuditLog
 from app.audit.runtime import AuditRuntime
 from app.bridge.service import PeerBridge
-from app.cdn.dispatch import CeleryDispatcher, InProcessDispatcher, SeedDispatcher
+from app.cdn.dispatch import seed_dispatcher
 from app.cdn.gc import run_gc_loop
 from app.cdn.policy import source_policy
 from app.cdn.source import make_source_client
@@ -46,9 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = create_redis(settings)
         state = ClusterState(redis, settings)
         storage = LocalSeedStorage(settings.seed_path)
-        dispatcher: SeedDispatcher = (
-            CeleryDispatcher(settings.broker_url) if settings.broker_url else InProcessDispatcher(state, storage)
-        )
+        dispatcher = seed_dispatcher(settings.broker_url, state, storage)
         probe_client = make_source_client(
             connect_timeout=settings.source_connect_timeout_seconds, read_timeout=settings.probe_timeout_seconds,
             policy=source_policy(settings.source_allowlist),

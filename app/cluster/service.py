@@ -16,10 +16,11 @@ import redis.asyncio as aioredis
 from sqlalchemy import text
 
 from app.audit.runtime import AuditRuntime
-from app.cdn.dispatch import CeleryDispatcher, SeedDispatcher
+from app.cdn.dispatch import SeedDispatcher
 from app.cdn.storage import LocalSeedStorage
 from app.cluster.models import ClusterView, DatabaseHealth, RedisHealth, Replica, SeedCache, Workers
 from app.core.config import Settings
+from app.core.jobs import CeleryJobs
 from app.core.timefmt import rfc3339_ms
 from app.state import schema
 
@@ -86,7 +87,7 @@ class ClusterService:
 
     async def workers(self) -> Workers:
         running = await self.running_seeds()
-        if not isinstance(self.dispatcher, CeleryDispatcher):
+        if not isinstance(self.dispatcher, CeleryJobs):
             return Workers(mode="in-process", ok=True, runningSeeds=running)
         control = self.dispatcher.celery.control
 

@@ -8,7 +8,7 @@ from app.audit.events import AuditEvent, AuditSink
 from app.cdn.policy import SourceRefused, source_policy
 from app.cdn.storage import SeedStorage
 from app.core.config import Settings
-from app.preheat.dispatch import CeleryPreheatDispatcher, InProcessPreheatDispatcher, PreheatDispatcher
+from app.preheat.dispatch import PreheatDispatcher, preheat_dispatcher
 from app.preheat.model import PreheatRecord, PreheatRequest
 from app.preheat.registry import RegistryError, parse_image_url
 from app.preheat.runner import PreheatContext
@@ -38,10 +38,7 @@ class PreheatService:
         cls, settings: Settings, redis: aioredis.Redis, state: ClusterState, storage: SeedStorage, audit: AuditSink
     ) -> PreheatService:
         """Celery jobs when a broker is configured, in-process jobs otherwise (like seeding)."""
-        dispatcher: PreheatDispatcher = (
-            CeleryPreheatDispatcher(settings.broker_url) if settings.broker_url
-            else InProcessPreheatDispatcher(PreheatContext(settings, state, storage, audit))
-        )
+        dispatcher = preheat_dispatcher(settings.broker_url, PreheatContext(settings, state, storage, audit))
         return cls(settings, PreheatStore(redis), dispatcher, audit)
 
     async def close(self) -> None:

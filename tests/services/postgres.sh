@@ -26,18 +26,10 @@ if [ "$(id -u)" != "0" ]; then
 fi
 
 if ! command -v pg_ctlcluster >/dev/null; then
-  # Keep the package's maintainer scripts from starting the service through init (there may be none);
-  # the cluster is started below with pg_ctlcluster.
-  own_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    own_policy=1
-  fi
-  cleanup() { if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; }
-  trap cleanup EXIT
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  # The cluster is started below with pg_ctlcluster, not by the package.
+  # shellcheck source=tests/services/lib/apt.sh
+  . "$(dirname "$0")/lib/apt.sh"
+  apt_install_no_start postgresql
 fi
 
 if pg_up && ! pg_lsclusters -h 2>/dev/null | awk '$3 == 5432 {f=1} END {exit !f}'; then

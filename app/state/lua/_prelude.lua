@@ -58,3 +58,18 @@ end
 local function seed_is_stale(status, lease)
   return status == 'RUNNING' and NOW > tonumber(lease or '0')
 end
+
+-- Whether a task's seed must be (re)started now: never started, its seeder went silent, or it failed
+-- at least retry_ms ago.
+local function seed_due(status, lease, finished, retry_ms)
+  return status == 'WAITING' or seed_is_stale(status, lease)
+    or (status == 'FAILED' and NOW - tonumber(finished or '0') >= retry_ms)
+end
+
+-- A registration or preheat used the task: it and its seed-cache map live on, the index moves it up.
+local function mark_accessed(taskk, tid)
+  redis.call('HSET', taskk, 'accessed', NOW)
+  touch(taskk)
+  touch(k('cdn'))
+  redis.call('ZADD', 'df:tasks', NOW, tid)
+end

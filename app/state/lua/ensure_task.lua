@@ -25,16 +25,12 @@ end
 
 local st = redis.call('HMGET', taskk, 'cdnStatus', 'seedLease', 'seedFinished', 'httpFileLength', 'pieceSize')
 local epoch = 0
-if st[1] == 'WAITING' or seed_is_stale(st[1], st[2])
-   or (st[1] == 'FAILED' and NOW - tonumber(st[3] or '0') >= retry_ms) then
+if seed_due(st[1], st[2], st[3], retry_ms) then
   -- A (re)started seed uses the preheat's URL and headers: they carry the freshest registry token.
   if headers ~= '{}' then redis.call('HSET', taskk, 'headers', headers, 'rawUrl', raw_url) end
   epoch = trigger_seed(taskk, lease_ms)
   st[1] = 'RUNNING'
 end
-redis.call('HSET', taskk, 'accessed', NOW)
-touch(taskk)
-touch(k('cdn'))
-redis.call('ZADD', 'df:tasks', NOW, tid)
+mark_accessed(taskk, tid)
 return cjson.encode({result = 'ok', httpFileLength = tonumber(st[4]), pieceSize = tonumber(st[5]),
   cdnStatus = st[1], seedEpoch = epoch})

@@ -56,8 +56,7 @@ touch(cidsk)
 
 local st = redis.call('HMGET', taskk, 'cdnStatus', 'seedLease', 'seedFinished', 'httpFileLength', 'pieceSize')
 local epoch = 0
-if st[1] == 'WAITING' or seed_is_stale(st[1], st[2])
-   or (st[1] == 'FAILED' and NOW - tonumber(st[3] or '0') >= retry_ms) then
+if seed_due(st[1], st[2], st[3], retry_ms) then
   -- A retry uses the newest registrant's URL and headers (a fresh bearer token, say).
   if st[1] == 'FAILED' and headers ~= '{}' then
     redis.call('HSET', taskk, 'headers', headers, 'rawUrl', raw_url)
@@ -65,10 +64,7 @@ if st[1] == 'WAITING' or seed_is_stale(st[1], st[2])
   epoch = trigger_seed(taskk, lease_ms)
   st[1] = 'RUNNING'
 end
-redis.call('HSET', taskk, 'accessed', NOW)
-touch(taskk)
-touch(k('cdn'))
-redis.call('ZADD', 'df:tasks', NOW, tid)
+mark_accessed(taskk, tid)
 -- The index forgets tasks whose state has expired, so it does not grow forever.
 redis.call('ZREMRANGEBYSCORE', 'df:tasks', '-inf', NOW - TTL * 1000)
 return cjson.encode({result = 'ok', httpFileLength = tonumber(st[4]), pieceSize = tonumber(st[5]),
