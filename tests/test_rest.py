@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,10 @@ async def test_task_detail_list_pieces_and_full_delete_after_a_real_seed(setting
         progress = detail["progress"]
         assert progress["piecesSeeded"] == 3 and progress["bytes"] == len(data) and progress["percent"] == 100
         assert RFC3339_MS.match(progress["started"]) and RFC3339_MS.match(detail["accessed"])
+        # The rate of the finished seed: its bytes over its own duration.
+        seconds = (datetime.fromisoformat(progress["finished"].replace("Z", "+00:00"))
+                   - datetime.fromisoformat(progress["started"].replace("Z", "+00:00"))).total_seconds()
+        assert seconds > 0 and progress["rateBytesPerSecond"] == round(len(data) / seconds, 1)
         assert detail["peers"] == 2
 
         listing = (await http.get("/api/v1/tasks")).json()
