@@ -1,4 +1,7 @@
-"""Parses the captured exchanges of ``shared/protocol/samples`` into test vectors."""
+"""Parses the captured exchanges of ``shared/protocol/samples`` into test vectors.
+
+The captures are copied into ``tests/vectors/samples`` so that a clone tests on its own, wherever it
+is checked out; test_samples_replay checks the copy against ``../shared/protocol`` when that is there."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from pathlib import Path
 
 import orjson
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "protocol" / "samples"
+SAMPLES = Path(__file__).resolve().parent / "vectors" / "samples"
+SHARED_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "protocol" / "samples"
 _SEPARATOR = re.compile(r"^={20,}$", re.M)
 
 

@@ -1,6 +1,6 @@
 """Unit tests of the dfget emulator (tests/emulator) without the real supernode.
 
-Wire details are checked against the captures in shared/protocol/samples; the client loop is driven
+Wire details are checked against the captures of shared/protocol/samples (tests/vectors); the client loop is driven
 end to end against a tiny in-test fake supernode so that the emulator itself is known to be right.
 """
 
@@ -41,9 +41,7 @@ from tests.emulator.wire import (
     service_down_query,
     split_header_flags,
 )
-
-# shared/ sits next to the repository checkout (also in CI).
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "protocol" / "samples"
+from tests.samples import SAMPLES
 
 MIB = 1024 * 1024
 PIECE_4M = 4 * MIB
@@ -62,7 +60,6 @@ def _sample_bodies(name: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith('{"superNodeIp"')]
 
 
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason="protocol samples not available")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,7 +234,6 @@ async def test_uploader_stop_sends_service_down_to_recorded_node(tmp_path: Path)
 # --------------------------------------------------------------------------------------------------
 
 
-@needs_samples
 def test_pull_query_matches_capture() -> None:
     start = request_line(
         "GET",
@@ -259,7 +255,6 @@ def test_pull_query_matches_capture() -> None:
     assert running == _sample_request_lines("03_supernode_pull_task_RUNNING_status701_resp601.txt")[0]
 
 
-@needs_samples
 def test_report_queries_match_capture() -> None:
     suc = piece_suc_query(task_id=CAPTURED_TASK, cid=PEER7, dst_cid=CDN_CID, piece_range="0-4194303")
     assert request_line("GET", suc) == _sample_request_lines("04_supernode_report_piece_success.txt")[0]
@@ -278,7 +273,6 @@ def test_report_queries_match_capture() -> None:
     assert request_line("GET", fin) == _sample_request_lines("12_uploader_local_finish.txt")[0]
 
 
-@needs_samples
 def test_registration_body_is_byte_exact() -> None:
     captured = _sample_bodies("01_supernode_register_POST_peer_registry.txt")[0]
     dfget = Dfget(

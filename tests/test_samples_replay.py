@@ -21,7 +21,7 @@ from app.protocol.pieces import piece_range
 from app.protocol.taskid import task_id
 from app.state.schema import task_key
 from tests.live import live_supernode
-from tests.samples import load, shape
+from tests.samples import SAMPLES, SHARED_SAMPLES, load, shape
 from tests.sources import SourceServer
 
 CAPTURED_URL = "http://127.0.0.1:18080/file20m.bin"
@@ -36,6 +36,13 @@ def rewrite(text: str, url: str, tid: str, download_port: int) -> str:
         .replace(f"/download/{CAPTURED_TID[:3]}/", f"/download/{tid[:3]}/")
         .replace('"peerPort":8001', f'"peerPort":{download_port}')
     )
+
+
+@pytest.mark.skipif(not SHARED_SAMPLES.is_dir(), reason=f"no {SHARED_SAMPLES} next to this checkout to compare with")
+def test_the_vendored_captures_are_the_shared_ones() -> None:
+    shared = {p.name: p.read_bytes() for p in SHARED_SAMPLES.iterdir() if p.is_file()}
+    vendored = {p.name: p.read_bytes() for p in SAMPLES.iterdir() if p.is_file()}
+    assert vendored == shared
 
 
 async def test_captured_exchanges_replay_with_the_captured_shapes(settings: Settings, redis: Redis) -> None:
