@@ -17,11 +17,19 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_TOKEN = "test-token-0123456789"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free right now and never returned before by this process: the kernel may hand the same
+    ephemeral port to two bind(0) calls in a row (seen: a replica's API and piece ports collided)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @dataclass

@@ -102,11 +102,10 @@ def etag_of(data: bytes) -> str:
 
 
 def closed_port() -> int:
-    """A loopback port nobody listens on (for "connection refused")."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    """A loopback port nobody listens on (for "connection refused"); never handed out again as free."""
+    from tests.cluster import free_port
+
+    return free_port()
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | str | None:
