@@ -55,7 +55,8 @@ class AuditRuntime:
         if self.writer is None:
             return False
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.writer.ready.wait(), wait_seconds)
+            async with asyncio.timeout(wait_seconds):
+                await self.writer.ready.wait()
         return self.writer.ready.is_set()
 
     async def stop(self) -> None:

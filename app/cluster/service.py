@@ -96,7 +96,8 @@ class ClusterService:
 
         try:
             # control.ping blocks for its whole timeout; the outer bound covers an unreachable broker.
-            replies = await asyncio.wait_for(asyncio.to_thread(ping), PROBE_TIMEOUT_SECONDS + 1)
+            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS + 1):
+                replies = await asyncio.to_thread(ping)
         except Exception as exc:
             return Workers(mode="celery", ok=False, runningSeeds=running, error=_error(exc))
         names = sorted(name for reply in replies for name in reply)

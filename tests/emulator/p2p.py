@@ -150,8 +150,11 @@ class P2PDownload:
             await self._shutdown()
 
     async def _poll(self) -> Item | None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that lands
+        # as the queue hands out an item, and then the download's overall timeout never ends the loop.
         try:
-            return await asyncio.wait_for(self.queue.get(), self.cfg.poll_timeout)
+            async with asyncio.timeout(self.cfg.poll_timeout):
+                return await self.queue.get()
         except TimeoutError:
             return None
 
@@ -210,7 +213,8 @@ class P2PDownload:
         expected = self.cfg.rng.randint(low, high - 1) / 1000 * self.cfg.sleep_scale
         # A successful /peer/piece/suc report of this process ends the wait early.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.notify.get(), expected)
+            async with asyncio.timeout(expected):  # not wait_for: see _poll
+                await self.notify.get()
         if low < 800:
             self._wait_ms = (low * 2, high * 2)
 
