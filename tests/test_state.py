@@ -180,6 +180,10 @@ async def test_pieces_in_flight_at_a_re_registration_are_re_offered_on_a_short_l
     await asyncio.sleep(0.3)
     snap = await state.pull(TID, "c1", 701, 503, 0, "", "m3")
     assert 1 in {p[0] for p in snap["pieces"]}
+    # Once the client reports that piece as failed, it is a plain piece again: a full lease next time.
+    await state.assign(TID, "c1", "m3", [(1, CDN)])
+    await state.pull(TID, "c1", 701, 500, 1, CDN, "m4")
+    assert await state.redis.smembers(schema.reoffer_key(TID, "c1")) == set()
 
 
 async def test_a_silent_seeder_is_replaced_and_cannot_publish_any_more(state: ClusterState, settings: Settings) -> None:

@@ -34,6 +34,8 @@ end
 
 -- Only a failure that closes a running assignment counts, so a resent report counts once.
 local function record_failure(cid, n, reported_dst, cdn_dst)
+  -- The client has not got the piece and is not fetching it any more: a new offer gets a full lease.
+  redis.call('SREM', k('reoffer:' .. cid), n)
   local dst = release(cid, n)
   if not dst then return end
   if reported_dst ~= '' and reported_dst ~= dst then dst = reported_dst end
