@@ -26,6 +26,7 @@ from app.cdn.gc import run_gc_loop
 from app.cdn.policy import source_policy
 from app.cdn.source import make_source_client
 from app.cdn.storage import LocalSeedStorage
+from app.cluster.gauges import run_gauge_loop
 from app.cluster.heartbeat import ReplicaPresence
 from app.core.config import Settings, get_settings
 from app.core.redis import create_redis
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "embedded" if settings.embedded else "cluster", settings.advertise_ip, settings.seed_path,
         )
         disk_gc = asyncio.create_task(run_gc_loop(redis, storage, settings))
+        gauges = asyncio.create_task(run_gauge_loop(redis, settings.gauge_refresh_seconds))
         presence = ReplicaPresence(redis, settings)
         # The audit consumer: one named consumer per replica in the one group (each event written once).
         app.state.audit_runtime = AuditRuntime.start(redis, settings, presence.id)
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             disk_gc.cancel()
+            gauges.cancel()
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)  # it deregisters before Redis closes
             await app.state.audit_runtime.stop()

@@ -1,13 +1,22 @@
 """/metrics carries the legacy supernode's HTTP metrics (METRICS-AND-HELM.md §5): names, labels
-``code``/``handler``, buckets; the handler is the route reached, /v1 prefix or not."""
+``code``/``handler``, buckets; the handler is the route reached, /v1 prefix or not. And cluster-wide
+gauges computed from Redis."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
 from app.core.config import Settings
+from app.protocol.taskid import task_id
+from app.state.schema import PREHEAT_INDEX, TASK_INDEX, preheat_key, task_key
 from tests.live import live_supernode
+from tests.sources import SourceServer
+from tests.test_bridge import registration, wait_status
 
 PREFIX = "dragonfly_supernode_"
 
@@ -55,3 +64,33 @@ async def test_legacy_http_metrics_count_dfget_calls_by_code_and_route(settings:
                    for (name, labels) in after)
     (info,) = [dict(labels) for (name, labels) in after if name == PREFIX + "build_info"]
     assert info["version"] == settings.version and set(info) == {"version", "revision", "os", "arch", "goversion"}
+
+
+async def test_cluster_gauges_come_from_the_shared_state(settings: Settings, redis: Redis) -> None:
+    """tasks{cdnstatus}, seeding progress and preheats{status}: what Redis holds, whoever wrote it (a
+    worker's seed in progress is written as a Celery worker would, straight into the task's hash)."""
+    fast = settings.model_copy(update={"gauge_refresh_seconds": 0.05})
+    async with SourceServer() as source, live_supernode(fast) as sn, httpx.AsyncClient(base_url=sn.api) as http:
+        source.add("g.bin", os.urandom(300_000))
+        url = source.url("g.bin")
+        answer = (await http.post("/peer/registry", json=registration(url, "127.0.0.1-1-1.000"))).json()
+        assert answer["code"] == 200
+        await wait_status(redis, task_id(url), "SUCCESS")
+        running = "f" * 64
+        await redis.hset(task_key(running), mapping={"cdnStatus": "RUNNING", "seedBytes": 4000,
+                                                     "httpFileLength": 10_000})
+        await redis.zadd(TASK_INDEX, {running: 1})
+        await redis.hset(preheat_key("p1"), mapping={"id": "p1", "status": "FAILED"})
+        await redis.zadd(PREHEAT_INDEX, {"p1": 1})
+
+        wanted = {("tasks", (("cdnstatus", "SUCCESS"),)): 1.0, ("tasks", (("cdnstatus", "RUNNING"),)): 1.0,
+                  ("tasks", (("cdnstatus", "FAILED"),)): 0.0, ("seeding_bytes", ()): 4000.0,
+                  ("seeding_total_bytes", ()): 10_000.0, ("preheats", (("status", "FAILED"),)): 1.0,
+                  ("preheats", (("status", "SUCCESS"),)): 0.0}
+        for _ in range(100):
+            found = samples((await http.get("/metrics")).text)
+            seen = {key: found.get((PREFIX + key[0], key[1])) for key in wanted}
+            if seen == wanted:
+                break
+            await asyncio.sleep(0.05)
+    assert seen == wanted

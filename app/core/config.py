@@ -105,6 +105,9 @@ class Settings(BaseSettings):
         "FAIL", description="Status a failed preheat shows on /preheats/{id} (every Harbor stops polling on FAIL)."
     )
     replica_heartbeat_seconds: float = Field(5.0, gt=0, description="How often a replica announces itself.")
+    gauge_refresh_seconds: float = Field(
+        5.0, gt=0, description="How often /metrics' cluster-wide gauges (tasks, seeding, preheats) are recomputed."
+    )
     audit_stream_maxlen: int = Field(1_000_000, ge=1000, description="Bound of the audit buffer stream.")
 
     @model_validator(mode="after")
