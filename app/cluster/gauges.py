@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from prometheus_client import Gauge
@@ -26,6 +27,7 @@ _NS, _SUB = "dragonfly", "supernode"
 _CDN_STATUSES = (schema.CdnStatus.WAITING, schema.CdnStatus.RUNNING, schema.CdnStatus.SUCCESS,
                  schema.CdnStatus.FAILED)
 _PREHEAT_STATUSES = (Status.WAITING, Status.RUNNING, Status.SUCCESS, Status.FAILED)
+_CHUNK = 1000
 
 tasks = Gauge("tasks", "Tasks in the cluster by the status of their seed.", ["cdnstatus"],
               namespace=_NS, subsystem=_SUB)
@@ -42,32 +44,51 @@ def _int(value: str | None) -> int:
     return int(value) if value and value.lstrip("-").isdigit() else 0
 
 
-async def refresh(redis: aioredis.Redis) -> None:
+@dataclass
+class Census:
+    """Tasks and preheats of the cluster as Redis holds them now."""
+
+    tasks: Counter[str] = field(default_factory=Counter)  # by cdnStatus
+    seeding_bytes: int = 0  # source bytes seeded so far by the RUNNING seeds
+    seeding_total_bytes: int = 0  # their source lengths (unknown lengths count 0)
+    preheats: Counter[str] = field(default_factory=Counter)  # by status
+
+
+async def census(redis: aioredis.Redis) -> Census:
+    """Pipelined passes over the task and preheat indexes, a chunk at a time so that a large index never
+    becomes one huge reply (also the cluster view's count of running seeds)."""
+    out = Census()
     tids: list[str] = await redis.zrange(schema.TASK_INDEX, 0, -1)  # type: ignore[assignment]
+    for start in range(0, len(tids), _CHUNK):
+        async with redis.pipeline(transaction=False) as pipe:
+            for tid in tids[start : start + _CHUNK]:
+                pipe.hmget(schema.task_key(tid), "cdnStatus", "seedBytes", "httpFileLength")
+            task_fields: list[list[str | None]] = await pipe.execute()
+        for status, seeded, length in task_fields:
+            if status is None:
+                continue  # expired since the index was read
+            out.tasks[status] += 1
+            if status == schema.CdnStatus.RUNNING:
+                out.seeding_bytes += _int(seeded)
+                out.seeding_total_bytes += max(_int(length), 0)
     pids: list[str] = await redis.zrange(schema.PREHEAT_INDEX, 0, -1)  # type: ignore[assignment]
-    async with redis.pipeline(transaction=False) as pipe:
-        for tid in tids:
-            pipe.hmget(schema.task_key(tid), "cdnStatus", "seedBytes", "httpFileLength")
-        for pid in pids:
-            pipe.hget(schema.preheat_key(pid), "status")
-        replies: list[object] = await pipe.execute()
-    task_fields: list[list[str | None]] = replies[: len(tids)]  # type: ignore[assignment]
-    by_status: Counter[str] = Counter()
-    done = total = 0
-    for status, seeded, length in task_fields:
-        if status is None:
-            continue  # expired since the index was read
-        by_status[status] += 1
-        if status == schema.CdnStatus.RUNNING:
-            done += _int(seeded)
-            total += max(_int(length), 0)
+    for start in range(0, len(pids), _CHUNK):
+        async with redis.pipeline(transaction=False) as pipe:
+            for pid in pids[start : start + _CHUNK]:
+                pipe.hget(schema.preheat_key(pid), "status")
+            statuses: list[str | None] = await pipe.execute()
+        out.preheats.update(status for status in statuses if status is not None)
+    return out
+
+
+async def refresh(redis: aioredis.Redis) -> None:
+    now = await census(redis)
     for status in _CDN_STATUSES:
-        tasks.labels(status).set(by_status[status])
-    seeding_bytes.set(done)
-    seeding_total_bytes.set(total)
-    preheat_counts = Counter(status for status in replies[len(tids):] if isinstance(status, str))
+        tasks.labels(status).set(now.tasks[status])
+    seeding_bytes.set(now.seeding_bytes)
+    seeding_total_bytes.set(now.seeding_total_bytes)
     for status in _PREHEAT_STATUSES:
-        preheats.labels(status).set(preheat_counts[status])
+        preheats.labels(status).set(now.preheats[status])
 
 
 async def run_gauge_loop(redis: aioredis.Redis, interval: float) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from app.audit.runtime import AuditRuntime
 from app.cdn.dispatch import SeedDispatcher
 from app.cdn.storage import LocalSeedStorage
+from app.cluster.gauges import census
 from app.cluster.models import ClusterView, DatabaseHealth, RedisHealth, Replica, SeedCache, Workers
 from app.core.config import Settings
 from app.core.jobs import CeleryJobs
@@ -78,12 +79,7 @@ class ClusterService:
         return sorted(out, key=lambda r: r.id)
 
     async def running_seeds(self) -> int:
-        tids: list[str] = await self.redis.zrange(schema.TASK_INDEX, 0, -1)  # type: ignore[assignment]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for tid in tids:
-                pipe.hget(schema.task_key(tid), "cdnStatus")
-            statuses: list[str | None] = await pipe.execute()
-        return sum(1 for status in statuses if status == schema.CdnStatus.RUNNING)
+        return (await census(self.redis)).tasks[schema.CdnStatus.RUNNING]
 
     async def workers(self) -> Workers:
         running = await self.running_seeds()
