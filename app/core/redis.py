@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -73,3 +74,22 @@ def _sentinel_redis(url: str, default_master: str, max_connections: int) -> aior
     )
     client: aioredis.Redis = sentinel.master_for(master, max_connections=max_connections)
     return client
+
+
+# Errors that mean "the state store cannot be used right now" rather than "this request is wrong":
+# a refused or dropped connection, a timeout, a Redis still loading its AOF, a demoted master that
+# refuses writes after a failover, no master known to the sentinels, or every pooled connection busy.
+_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,  # includes BusyLoadingError, MaxConnectionsError, MasterNotFoundError
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,  # includes MasterDownError
+    ConnectionError,  # OSError family raised below redis-py (resets, refusals during connect)
+    TimeoutError,
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says Redis is unreachable or unusable for now (so: wait and try again)."""
+    return isinstance(exc, _OUTAGE_ERRORS)
