@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 
-from fastapi import FastAPI, Request
-from starlette.responses import Response
+import uvicorn
+from fastapi import FastAPI
 
 from app.api import metrics
 from app.api.allowlist import DfgetAllowlistMiddleware, parse_networks
 from app.api.auth import ensure_api_protected
 from app.api.errors import install_error_handlers
-from app.api.middleware import VersionPrefixMiddleware
-from app.api.responses import JSONBytes
+from app.api.middleware import UnhandledErrorMiddleware, VersionPrefixMiddleware
 from app.api.routes import audit as audit_routes
 from app.api.routes import catalogue, cluster, oapi, peer, peers, preheat, system, tasks, webhook
 from app.audit.events import RedisAuditLog
@@ -28,17 +30,20 @@ from app.cdn.source import make_source_client
 from app.cdn.storage import LocalSeedStorage
 from app.cluster.gauges import run_gauge_loop
 from app.cluster.heartbeat import ReplicaPresence
+from app.cluster.readiness import Readiness
 from app.core.config import Settings, get_settings
 from app.core.redis import create_redis
+from app.core.replay import ReplayBuffer
 from app.preheat.service import PreheatService
-from app.protocol.codes import Code
 from app.state.store import ClusterState
 
 log = logging.getLogger("app")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, readiness: Readiness | None = None) -> FastAPI:
+    """The API app. ``readiness`` is shared with the piece server of the same process (``serve``)."""
     settings = settings or get_settings()
+    readiness = readiness or Readiness()
     ensure_api_protected(settings)
     dfget_networks = parse_networks(settings.dfget_allowlist)
 
@@ -50,19 +55,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dispatcher = seed_dispatcher(settings.broker_url, state, storage)
         probe_client = make_source_client(
             connect_timeout=settings.source_connect_timeout_seconds, read_timeout=settings.probe_timeout_seconds,
-            policy=source_policy(settings.source_allowlist),
+            policy=source_policy(settings),
         )
         app.state.settings = settings
         app.state.redis = redis
         app.state.storage = storage
         app.state.cluster_state = state
-        app.state.audit = RedisAuditLog(redis, settings.audit_stream_maxlen)
-        app.state.bridge = PeerBridge(settings, state, dispatcher, probe_client, audit=app.state.audit)
+        # Idempotent writes (reports, audit events) that met a Redis outage, replayed once it is back.
+        replay = ReplayBuffer(settings.replay_buffer_limit, readiness.redis_failed)
+        app.state.replay = replay
+        app.state.audit = RedisAuditLog(redis, settings.audit_stream_maxlen, replay)
+        app.state.bridge = PeerBridge(
+            settings, state, dispatcher, probe_client, audit=app.state.audit, readiness=readiness, replay=replay
+        )
         app.state.preheat = PreheatService.build(settings, redis, state, storage, app.state.audit)
         log.info(
             "supernode up: %s mode, advertise %s, seed cache %s",
             "embedded" if settings.embedded else "cluster", settings.advertise_ip, settings.seed_path,
         )
+        monitor = asyncio.create_task(readiness.monitor(redis, settings.readiness_interval_seconds))
+        replaying = asyncio.create_task(replay.run())
         disk_gc = asyncio.create_task(run_gc_loop(redis, storage, settings))
         gauges = asyncio.create_task(run_gauge_loop(redis, settings.gauge_refresh_seconds))
         presence = ReplicaPresence(redis, settings)
@@ -73,6 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # Reports taken during an outage that is over by now still reach Redis before we go.
+            await replay.flush(within=min(5.0, settings.shutdown_timeout_seconds))
+            replaying.cancel()
+            monitor.cancel()
             disk_gc.cancel()
             gauges.cancel()
             heartbeat.cancel()
@@ -85,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Dragonfly supernode (HA)", version=settings.version, lifespan=lifespan)
     app.state.settings = settings
+    app.state.readiness = readiness
     app.include_router(system.router)
     app.router.routes[:0] = peer.routes  # first: matched before anything else, on the hot path
     app.include_router(tasks.router)
@@ -96,44 +113,80 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhook.router)
     app.include_router(audit_routes.router)
     install_error_handlers(app)
+    # Innermost of the middlewares (added first): see UnhandledErrorMiddleware.
+    app.add_middleware(UnhandledErrorMiddleware, on_outage=readiness.redis_failed)
     # A middleware added later wraps the earlier ones. The /v<version> prefix is stripped first of all,
     # so metrics label the route reached; requests the allowlist turns away are counted too.
     if dfget_networks:
         app.add_middleware(DfgetAllowlistMiddleware, networks=dfget_networks)
     metrics.instrument(app, settings.version)
     app.add_middleware(VersionPrefixMiddleware)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        if request.url.path.startswith("/peer/"):
-            # dfget reacts to code 500 exactly as to a transport error (migrate / next node), and a
-            # load balancer does not mark the replica down for it.
-            return JSONBytes({"code": Code.SYSTEM_ERROR, "msg": f"system error: {type(exc).__name__}"})
-        return JSONBytes({"code": 500, "message": "internal error"}, status_code=500)
-
     return app
 
 
+class _DrainingServer(uvicorn.Server):
+    """uvicorn with a drain in front of its shutdown.
+
+    On the first SIGTERM readiness turns false at once, but both ports keep serving for
+    ``DF_DRAIN_SECONDS``: the load balancer's health check takes the replica out and new work goes
+    elsewhere, while requests already routed here are still answered. Then uvicorn's own graceful
+    shutdown runs (listeners closed, in-flight requests finished). A second SIGTERM, or SIGINT, skips
+    the drain. SIGTERM is not re-raised afterwards, so a drained replica exits 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, readiness: Readiness, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.readiness = readiness
+        self.drain_seconds = drain_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM:
+            if not self.readiness.draining and self.drain_seconds > 0 and self._loop is not None:
+                # A signal handler runs between two bytecodes of the loop's thread: hand over to the loop.
+                self._loop.call_soon_threadsafe(self._begin_drain)
+            else:
+                self.should_exit = True
+            return
+        super().handle_exit(sig, frame)
+
+    def _begin_drain(self) -> None:
+        self.readiness.start_drain()
+        assert self._loop is not None
+        self._loop.call_later(self.drain_seconds, self._end_drain)
+
+    def _end_drain(self) -> None:
+        log.info("drain over after %.1fs: closing the listeners, finishing what is in flight", self.drain_seconds)
+        self.should_exit = True
+
+
 async def serve(settings: Settings) -> None:
-    import uvicorn
+    from app.download.server import start_download_server, stop_download_server
 
-    from app.download.server import start_download_server
-
-    app = create_app(settings)
+    readiness = Readiness()
+    app = create_app(settings, readiness)
     # The plain asyncio loop on purpose: uvloop has no loop.sendfile, and the piece server on the same
     # loop would fall back to copying every byte through Python (about 60 % slower).
     config = uvicorn.Config(
         app, host=settings.listen, port=settings.port, log_level="info", access_log=False,
-        timeout_keep_alive=600, loop="asyncio",
+        timeout_keep_alive=600, loop="asyncio", timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
     )
-    server = uvicorn.Server(config)
+    server = _DrainingServer(config, readiness, settings.drain_seconds)
     storage = LocalSeedStorage(settings.seed_path)
-    runner = await start_download_server(storage, settings.listen, settings.download_port)
+    runner = await start_download_server(
+        storage, settings.listen, settings.download_port, draining=lambda: readiness.draining,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
+    )
     try:
         await server.serve()
     finally:
-        await runner.cleanup()
+        # After the API: piece uploads in flight get up to DF_SHUTDOWN_TIMEOUT_SECONDS to finish.
+        await stop_download_server(runner)
+        log.info("supernode stopped")
 
 
 def main() -> None:

@@ -1,15 +1,24 @@
-"""Every route is also served under ``/v<version>`` (e.g. ``/v1.0/peer/registry``), as in Go."""
+"""ASGI middlewares: the ``/v<version>`` prefix, and the answer to an error no route handled."""
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.redis import is_outage
+
+log = logging.getLogger("app.api")
 
 _VERSION_PREFIX = re.compile(r"^/v[0-9.]+(/.*)$")
 
 
 class VersionPrefixMiddleware:
+    """Every route is also served under ``/v<version>`` (e.g. ``/v1.0/peer/registry``), as in Go."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -21,3 +30,52 @@ class VersionPrefixMiddleware:
                 scope["path"] = match.group(1)
                 scope["raw_path"] = match.group(1).encode()
         await self.app(scope, receive, send)
+
+
+class UnhandledErrorMiddleware:
+    """The last word on an exception no route handled: one log record, one JSON answer, no re-raise.
+
+    Starlette's own server-error handler re-raises after answering, so uvicorn logs the traceback a
+    second time and closes the keep-alive connection; a client (dfget, haproxy's pooled connection)
+    then fails its next request on the dead connection. Added innermost, so the metrics middleware
+    still counts the 500/503.
+    """
+
+    def __init__(self, app: ASGIApp, on_outage: Callable[[BaseException], None] | None = None) -> None:
+        self.app = app
+        self.on_outage = on_outage
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            path = scope.get("path", "")
+            if is_outage(exc):
+                if self.on_outage is not None:
+                    self.on_outage(exc)
+                log.warning("%s %s: redis unavailable (%s), answered 503", scope.get("method"), path,
+                            type(exc).__name__)
+                status, body, extra = 503, {"code": 503, "message": "cluster state unavailable, retry shortly"}, [
+                    (b"retry-after", b"1")
+                ]
+            else:
+                log.exception("unhandled error on %s %s", scope.get("method"), path)
+                status, body, extra = 500, {"code": 500, "message": "internal error"}, []
+            if started:
+                return  # the answer is on its way already; nothing sensible can be added to it
+            payload = orjson.dumps(body)
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                       *extra]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})

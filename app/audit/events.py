@@ -6,6 +6,7 @@ buffer); a consumer writes batches to the database and acknowledges them only af
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,9 +15,12 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 
+from app.core.redis import is_outage
+from app.core.replay import ReplayBuffer
 from app.state import schema
 
 log = logging.getLogger("app.audit")
+_RECORD_TIMEOUT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -36,19 +40,32 @@ class AuditSink(Protocol):
 
 
 class RedisAuditLog:
-    """Appends events to the ``df:audit`` stream; failures are logged, never raised to the caller."""
+    """Appends events to the ``df:audit`` stream; failures are logged, never raised to the caller.
 
-    def __init__(self, redis: aioredis.Redis, maxlen: int) -> None:
+    With a ``replay`` buffer (the replicas'), an event that meets a Redis outage waits in memory and is
+    appended when Redis answers again; without one (a worker process) it is logged and dropped.
+    """
+
+    def __init__(self, redis: aioredis.Redis, maxlen: int, replay: ReplayBuffer | None = None) -> None:
         self.redis = redis
         self.maxlen = maxlen
+        self.replay = replay
+
+    async def _append(self, event: AuditEvent) -> None:
+        await self.redis.xadd(
+            schema.AUDIT_STREAM, {"event": orjson.dumps(asdict(event))}, maxlen=self.maxlen, approximate=True
+        )
 
     async def record(self, event: AuditEvent) -> None:
         try:
-            await self.redis.xadd(
-                schema.AUDIT_STREAM, {"event": orjson.dumps(asdict(event))}, maxlen=self.maxlen, approximate=True
-            )
-        except Exception:
-            log.exception("audit event %s could not be buffered", event.action)
+            # Recorded on dfget's path: a hanging Redis must not eat the request's 5 s budget.
+            async with asyncio.timeout(_RECORD_TIMEOUT_SECONDS):
+                await self._append(event)
+        except Exception as exc:
+            if self.replay is not None and is_outage(exc):
+                self.replay.add(f"audit event {event.action}", lambda: self._append(event))
+            else:
+                log.exception("audit event %s could not be buffered", event.action)
 
 
 def decode_event(fields: dict[str, str]) -> AuditEvent:

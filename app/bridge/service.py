@@ -5,10 +5,12 @@ Handlers stay thin; this module turns parsed requests into state calls and wire 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 
@@ -17,7 +19,10 @@ from app.bridge.registration import probe_geometry
 from app.cdn.dispatch import SeedDispatcher
 from app.cdn.policy import SourceRefused, source_policy
 from app.cdn.source import convert_headers
+from app.cluster.readiness import Readiness
 from app.core.config import Settings
+from app.core.redis import is_outage
+from app.core.replay import ReplayBuffer
 from app.protocol import wire
 from app.protocol.codes import Code, PullStatus
 from app.protocol.pieces import piece_num_of_range, piece_range, piece_size_for, provisional_piece_total
@@ -28,6 +33,14 @@ from app.state.store import Assignment, ClusterState, PeerRegistration, parse_as
 log = logging.getLogger("app.bridge")
 
 MAX_PIECE_NUM = 1 << 20  # far above any real file (15 MiB pieces); guards the bitmaps
+# A Redis call made after a slow source probe still gets this long, inside dfget's 5 s.
+_MIN_CALL_SECONDS = 0.5
+
+T = TypeVar("T")
+
+
+class StateUnavailable(Exception):
+    """Redis stayed unreachable for the whole time this request may wait."""
 
 
 class PeerBridge:
@@ -38,13 +51,17 @@ class PeerBridge:
         dispatcher: SeedDispatcher,
         source: httpx.AsyncClient,
         audit: AuditSink | None = None,
+        readiness: Readiness | None = None,
+        replay: ReplayBuffer | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
         self.dispatcher = dispatcher
         self.source = source
         self.audit = audit
-        self.policy = source_policy(settings.source_allowlist)
+        self.readiness = readiness or Readiness()
+        self.replay = replay or ReplayBuffer(settings.replay_buffer_limit, self.readiness.redis_failed)
+        self.policy = source_policy(settings)
         self.limits = Limits(
             peer_down=settings.peer_down_limit,
             peer_up=settings.peer_up_limit,
@@ -63,7 +80,48 @@ class PeerBridge:
 
     # --- /peer/registry ---------------------------------------------------------------------------
 
+    # --- riding out a Redis outage ---------------------------------------------------------------
+    #
+    # dfget pays for any answer it does not expect with a migration (PROTOCOL §8.5), and a VIP listed N
+    # times buys it N-1 of them. So while Redis is away (a restart, a failover, a blip) a request waits
+    # a little and then gets the answer that costs nothing: a pull 602 (ask again), a registration
+    # 609 (retry the same node after a pause), a report a normal reply (it is replayed later).
+
+    async def _within(self, deadline: float, call: Awaitable[T]) -> T:
+        """One Redis call, cut off at the request's deadline (but never given less than a moment)."""
+        async with asyncio.timeout(max(deadline - time.monotonic(), _MIN_CALL_SECONDS)):
+            return await call
+
+    async def _hold(self, deadline: float, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` until it gets through to Redis or the deadline passes (StateUnavailable)."""
+        delay = 0.05
+        while True:
+            try:
+                result = await attempt()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self.readiness.redis_failed(exc)
+                remaining = deadline - time.monotonic()
+                if remaining <= delay:
+                    raise StateUnavailable(type(exc).__name__) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            else:
+                return result
+
+    async def _report(self, what: str, write: Callable[[], Awaitable[object]]) -> None:
+        """An idempotent report: written now, or buffered and replayed once Redis answers again."""
+        deadline = time.monotonic() + self.settings.pull_hold_seconds
+        try:
+            await self._hold(deadline, lambda: self._within(deadline, write()))
+        except StateUnavailable:
+            self.replay.add(what, write)
+
+    # --- /peer/registry ---------------------------------------------------------------------------
+
     async def register(self, body: bytes, content_type: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self.settings.register_hold_seconds
         try:
             req = wire.parse_register(wire.decode_body(body, content_type))
         except wire.WireError as exc:
@@ -75,26 +133,40 @@ class PeerBridge:
         forbidden = await self._forbidden_source(req.raw_url, tid, req.ip)
         if forbidden is not None:
             return wire.result(Code.URL_NOT_REACHABLE, forbidden)
-        refused = await self.state.unreachable_reason(tid)
-        if refused is not None:
-            return wire.result(Code.URL_NOT_REACHABLE, refused)
         registration = PeerRegistration(
             tid=tid, cid=req.cid, task_url=task_url, raw_url=req.raw_url, md5=req.md5, identifier=req.identifier,
             headers=headers, peer_id=f"{req.host_name}-{req.ip}-{time.time_ns()}", ip=req.ip, port=req.port,
             path=req.path, host_name=req.host_name, version=req.version, super_node_ip=req.super_node_ip,
             call_system=req.call_system, dfdaemon=req.dfdaemon,
         )
-        outcome = await self.state.register(registration, None, 0, 0)
-        probed = outcome.result == "unprobed"
-        if probed:
-            geometry = await probe_geometry(self.settings, self.state, self.source, tid, req.raw_url, headers)
+        probed: list[int | str] = []  # this request's probe verdict, kept across attempts
+        try:
+            return await self._hold(deadline, lambda: self._register_once(registration, deadline, probed))
+        except StateUnavailable as exc:
+            return wire.result(Code.WAIT_AUTH, f"cluster state unavailable ({exc}), please retry")
+
+    async def _register_once(
+        self, registration: PeerRegistration, deadline: float, probed: list[int | str]
+    ) -> dict[str, Any]:
+        tid = registration.tid
+        refused = await self._within(deadline, self.state.unreachable_reason(tid))
+        if refused is not None:
+            return wire.result(Code.URL_NOT_REACHABLE, refused)
+        outcome = await self._within(deadline, self.state.register(registration, None, 0, 0))
+        unprobed = outcome.result == "unprobed"
+        if unprobed:
+            if not probed:
+                probed.append(await probe_geometry(
+                    self.settings, self.state, self.source, tid, registration.raw_url, registration.headers
+                ))
+            geometry = probed[0]
             if isinstance(geometry, str):
                 return wire.result(Code.URL_NOT_REACHABLE, geometry)
             piece_size = piece_size_for(geometry)
             # The probe lock is left to expire: once the task exists nobody needs it.
-            outcome = await self.state.register(
+            outcome = await self._within(deadline, self.state.register(
                 registration, geometry, piece_size, provisional_piece_total(geometry, piece_size)
-            )
+            ))
         if outcome.result == "conflict":
             return wire.result(606, f"task {tid} exists with another url, md5 or identifier")
         if outcome.result != "ok":
@@ -103,7 +175,7 @@ class PeerBridge:
             await self.dispatcher.dispatch(tid, outcome.seed_epoch)
         # The task did not exist before our probe and this call started its first seed (epoch 1): this
         # registration created it. (A concurrent creator would have started that seed itself.)
-        await self._audit_registration(registration, outcome.http_file_length, probed and outcome.seed_epoch == 1)
+        await self._audit_registration(registration, outcome.http_file_length, unprobed and outcome.seed_epoch == 1)
         return wire.register_ok(tid, outcome.http_file_length, outcome.piece_size)
 
     async def _audit_registration(self, reg: PeerRegistration, length: int, created: bool) -> None:
@@ -153,14 +225,23 @@ class PeerBridge:
         piece_num = piece_num_of_range(req.range) if req.range else -1
         if piece_num >= MAX_PIECE_NUM:
             return wire.result(Code.PARAM_ERROR, f"range {req.range} is out of bounds")
-        out = await self.state.pull(
-            req.task_id, req.src_cid, req.status, req.result, piece_num, self.dst_of(req.dst_cid), req.fingerprint
-        )
-        kind = out["kind"]
-        if kind == "snapshot":
-            picks = schedule(to_snapshot(out), self.limits, self.rng)
-            assigned = await self.state.assign(req.task_id, req.src_cid, req.fingerprint, picks) if picks else []
-            return self._pieces(req.task_id, out, assigned)
+        deadline = time.monotonic() + self.settings.pull_hold_seconds
+        try:
+            out = await self._hold(deadline, lambda: self._within(deadline, self.state.pull(
+                req.task_id, req.src_cid, req.status, req.result, piece_num, self.dst_of(req.dst_cid),
+                req.fingerprint,
+            )))
+            kind = out["kind"]
+            if kind == "snapshot":
+                picks = schedule(to_snapshot(out), self.limits, self.rng)
+                assigned = await self._hold(deadline, lambda: self._within(
+                    deadline, self.state.assign(req.task_id, req.src_cid, req.fingerprint, picks)
+                )) if picks else []
+                return self._pieces(req.task_id, out, assigned)
+        except StateUnavailable as exc:
+            # dfget resends this very request after a 602, so the outcome it reports is not lost; and
+            # if the assignment went through unseen, the same request is answered with the same pieces.
+            return wire.result(Code.PEER_WAIT, f"cluster state unavailable ({exc}): peer should wait")
         if kind == "replay":
             return self._pieces(req.task_id, out, parse_assignments(out["assigned"]))
         if kind == "wait":
@@ -207,23 +288,31 @@ class PeerBridge:
         piece_num = piece_num_of_range(query.get("pieceRange", ""))
         if not tid or not cid or not 0 <= piece_num < MAX_PIECE_NUM:
             return wire.result(Code.PARAM_ERROR, "taskId, cid and a valid pieceRange are required")
-        await self.state.piece_success(tid, cid, piece_num, self.dst_of(query.get("dstCid", "")))
+        dst = self.dst_of(query.get("dstCid", ""))
+        await self._report(f"piece {piece_num} of {cid}", lambda: self.state.piece_success(tid, cid, piece_num, dst))
         return wire.result(Code.PIECE_REPORTED)
 
     async def piece_error(self, query: dict[str, str]) -> dict[str, Any]:
         tid, src = query.get("taskId", ""), query.get("srcCid", "")
         if tid and src:
-            await self.state.piece_error(tid, src, self.dst_of(query.get("dstCid", "")), query.get("errorType", ""))
+            dst, kind = self.dst_of(query.get("dstCid", "")), query.get("errorType", "")
+            await self._report(f"piece error of {src}", lambda: self.state.piece_error(tid, src, dst, kind))
         return wire.result(Code.SUCCESS)
 
     async def service_down(self, query: dict[str, str]) -> dict[str, Any]:
         tid, cid = query.get("taskId", ""), query.get("cid", "")
         if tid and cid:
-            known = await self.state.service_down(tid, cid)
-            if self.audit is not None:
-                await self.audit.record(AuditEvent(
-                    actor="dfget", action="peer.gone", outcome="ok" if known else "unknown", task_id=tid, target=cid,
-                ))
+            audit = self.audit
+
+            async def down() -> None:
+                known = await self.state.service_down(tid, cid)
+                if audit is not None:
+                    await audit.record(AuditEvent(
+                        actor="dfget", action="peer.gone", outcome="ok" if known else "unknown", task_id=tid,
+                        target=cid,
+                    ))
+
+            await self._report(f"service down of {cid}", down)
         return wire.result(Code.PEER_DOWN_REPORTED)
 
 

@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     redis_pool_timeout_seconds: float = Field(
         2.0, gt=0, description="How long a request waits for a free Redis connection before failing."
     )
+    # Without them a command on a connection to a paused or partitioned Redis hangs forever. Our scripts
+    # take milliseconds; a reply 2 s late means Redis is away, and the handlers then answer dfget in time.
+    redis_socket_timeout_seconds: float = Field(
+        2.0, gt=0, description="How long a Redis command (or a sentinel query) may wait for its reply."
+    )
+    redis_connect_timeout_seconds: float = Field(
+        1.0, gt=0, description="How long opening a connection to Redis or to a sentinel may take."
+    )
     broker_url: str = Field("", description="Celery broker; empty = seed in-process.")
     database_url: str = Field("", description="Audit log database (SQLAlchemy async URL).")
     seed_dir: Path | None = Field(None, description="Shared seed cache directory (RWX volume in Kubernetes).")
@@ -64,6 +72,14 @@ class Settings(BaseSettings):
     reoffer_lease_seconds: float = Field(
         5.0, gt=0,
         description="Lease of a piece re-offered to a client that was running it when it re-registered.",
+    )
+    # A lost report must not block a piece for a whole lease: once the task has a few finished pieces,
+    # a lease is a few times its observed piece time (never below the floor, never above the lease).
+    piece_lease_floor_seconds: float = Field(
+        5.0, gt=0, description="Shortest lease of a handed-out piece once the task's piece time is known."
+    )
+    piece_lease_factor: float = Field(
+        3.0, ge=1, description="Lease = this many times the task's observed piece time (within floor and lease)."
     )
     down_link_kib: int = Field(
         0, ge=0, description="downLink in piece tasks (KiB/s); 0 like Go, 20480 lifts 0.4.x's 10 MiB/s cap."
@@ -84,6 +100,25 @@ class Settings(BaseSettings):
     source_connect_timeout_seconds: float = Field(3.0, gt=0, description="Connect timeout to the source.")
     source_read_timeout_seconds: float = Field(60.0, gt=0, description="Read timeout while seeding.")
 
+    # --- availability: Redis outages and graceful drain -------------------------------------
+    register_hold_seconds: float = Field(
+        3.5, gt=0, lt=5,
+        description="How long a registration waits out a Redis outage before answering 609 (dfget waits 5 s).",
+    )
+    pull_hold_seconds: float = Field(
+        1.0, gt=0, lt=5, description="How long a pull or report waits out a Redis outage before 602 / buffering."
+    )
+    replay_buffer_limit: int = Field(
+        100_000, ge=100, description="Reports and audit events kept in memory while Redis is unreachable."
+    )
+    readiness_interval_seconds: float = Field(0.5, gt=0, description="How often /readyz's Redis check runs.")
+    drain_seconds: float = Field(
+        10.0, ge=0, description="After SIGTERM: serve on, not ready, this long before closing the listeners."
+    )
+    shutdown_timeout_seconds: float = Field(
+        60.0, gt=0, description="After the drain: how long in-flight requests and piece uploads may take."
+    )
+
     version: str = Field("1.0.6", description="Version reported by /version and to clients.")
 
     # --- operations surface: auth, policy, Harbor --------------------------------------------
@@ -93,6 +128,9 @@ class Settings(BaseSettings):
     dfget_allowlist: str = Field("", description="Comma-separated CIDRs allowed on the dfget API; empty = all.")
     source_allowlist: str = Field(
         "", description="Comma-separated CIDRs or host[:port] that sources and registries may resolve to."
+    )
+    source_denylist: str = Field(
+        "", description="Comma-separated CIDRs sources may not resolve to (beyond the built-in refusals)."
     )
     harbor_webhook_secret: str = Field("", description="Expected Authorization value of Harbor webhooks.")
     harbor_registry_username: str = Field("", description="Robot account used for webhook-triggered preheats.")

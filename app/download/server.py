@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import stat
+from collections.abc import Callable
 from typing import IO, Final
 
 from aiohttp import hdrs, web
@@ -22,6 +23,8 @@ from app.download import metrics
 from app.download.ranges import Partial, Unsatisfiable, decide, etag_for, if_range_allows
 
 STORAGE_KEY: Final = web.AppKey("seed_storage", SeedStorage)
+DrainingCheck = Callable[[], bool]
+DRAINING_KEY: Final = web.AppKey[DrainingCheck]("draining")
 OCTET_STREAM: Final = "application/octet-stream"
 _HEX: Final = frozenset("0123456789abcdef")
 # Honoured like aiohttp's FileResponse does, so an operator can rule sendfile out when debugging.
@@ -30,23 +33,40 @@ _FALLBACK_CHUNK: Final = 256 * 1024
 _log = logging.getLogger(__name__)
 
 
-def create_download_app(storage: SeedStorage) -> web.Application:
+def _never() -> bool:
+    return False
+
+
+def create_download_app(storage: SeedStorage, draining: Callable[[], bool] = _never) -> web.Application:
     app = web.Application()
     app[STORAGE_KEY] = storage
+    app[DRAINING_KEY] = draining
     app.router.add_get("/download/{prefix}/{tid}", _download)  # also answers HEAD
     app.router.add_get("/_ping", _ping)
+    app.router.add_get("/readyz", _readyz)
     if metrics.available():
         app.router.add_get("/metrics", _metrics)
     return app
 
 
 async def start_download_server(
-    storage: SeedStorage, host: str, port: int, *, access_log: bool = False
+    storage: SeedStorage,
+    host: str,
+    port: int,
+    *,
+    access_log: bool = False,
+    draining: Callable[[], bool] = _never,
+    shutdown_timeout: float = 60.0,
 ) -> web.AppRunner:
-    """Listen on ``host:port`` (0 = any free port, see ``bound_port``) until ``stop_download_server``."""
+    """Listen on ``host:port`` (0 = any free port, see ``bound_port``) until ``stop_download_server``.
+
+    ``stop_download_server`` closes the listener first, then lets uploads in flight finish for up to
+    ``shutdown_timeout`` seconds (a dfget 1.0.x piece may take pieceSize/64 KiB + 10 s).
+    """
     # Off by default: formatting a log line costs more CPU than the sendfile of a piece.
     runner = web.AppRunner(
-        create_download_app(storage), handle_signals=False, access_log=access_logger if access_log else None
+        create_download_app(storage, draining), handle_signals=False,
+        access_log=access_logger if access_log else None, shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()
     # nginx's Linux listen backlog: a swarm of dfgets opening piece connections at once.
@@ -69,6 +89,13 @@ def is_task_path(prefix: str, tid: str) -> bool:
 
 async def _ping(_request: web.Request) -> web.Response:
     return web.Response(text="OK")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """Pieces come from the shared disk, not from Redis: only a drain makes this port not ready."""
+    if request.app[DRAINING_KEY]():
+        return web.json_response({"ready": False, "reasons": ["draining"]}, status=503)
+    return web.json_response({"ready": True})
 
 
 async def _metrics(_request: web.Request) -> web.Response:

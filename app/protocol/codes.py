@@ -12,6 +12,7 @@ class Code(IntEnum):
     PEER_CONTINUE = 601
     PEER_WAIT = 602
     URL_NOT_REACHABLE = 607
+    WAIT_AUTH = 609  # registration only: dfget retries the same node after a pause (§3.1)
     PIECE_REPORTED = 611
     PEER_DOWN_REPORTED = 612
 

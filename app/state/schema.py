@@ -7,7 +7,8 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 |------------------------------|--------|----------------------------------------------------------------|------------|
 | df:{T}:task                  | hash   | task: urls, headers, md5, identifier, httpFileLength, pieceSize,| task TTL,  |
 |                              |        | pieceTotal, cdnStatus, fileLength, realMd5, seed epoch/lease/  | refreshed  |
-|                              |        | progress/error, created/accessed (ms)                          | on access  |
+|                              |        | progress/error, created/accessed (ms), pieceMs/pieceSamples    | on access  |
+|                              |        | (moving average of assign-to-report time: sizes piece leases)  |            |
 | df:{T}:cdn                   | hash   | pieceNum -> "md5hex:framedLen" of pieces the seed cache holds   | task TTL   |
 | df:{T}:cids                  | set    | cids registered for the task                                   | task TTL   |
 | df:{T}:dt:{cid}              | hash   | dfget-task: peerId, ip, port, path, hostName, version,         | task TTL   |
@@ -17,7 +18,8 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 |                              |        | reported fetching from this cid: piece_suc.lua, once per       |            |
 |                              |        | reporter and piece)                                            |            |
 | df:{T}:done:{cid}            | bitmap | pieces this cid has (SUCCESS); never cleared while it lives    | task TTL   |
-| df:{T}:run:{cid}             | hash   | pieceNum -> "<dst>|<lease expiry ms>" pieces in flight          | task TTL   |
+| df:{T}:run:{cid}             | hash   | pieceNum -> "<dst>|<assigned ms>|<lease expiry ms>": pieces in  | task TTL   |
+|                              |        | flight                                                         |            |
 | df:{T}:reoffer:{cid}         | set    | pieces that were in flight for cid when it re-registered        | task TTL   |
 |                              |        | (migration): offered again on a short lease (assign.lua)       |            |
 | df:{T}:black:{cid}           | set    | dst cids that failed this cid (never offered to it again)      | task TTL   |
@@ -26,6 +28,9 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 |                              |        | of dst ("cdn" for the seed cache); expired members are stale    |            |
 | df:{T}:probe                 | string | lock of the one registration that probes the source length     | probe time |
 | df:{T}:unreach               | string | negative cache: the source refused; registrations get 607      | fail_access|
+| df:{T}:refused               | hash   | last source-policy refusal of a registration for T (mostly a T | task TTL   |
+|                              |        | that was never created): reason, message, url, taskUrl, first/ |            |
+|                              |        | last ms, count; shown by GET /api/v1/tasks/{id}                |            |
 | df:tasks                     | zset   | taskId scored by last access ms (listing, GC of the index)     | none, GC'd |
 | df:peers                     | hash   | peerId -> JSON {ID, IP, hostName, port, version, created (ms),  | none, GC'd |
 |                              |        | cid, taskId}: one record per registration, as Go's peer list    |            |
@@ -115,6 +120,10 @@ def probe_key(tid: str) -> str:
 
 def unreach_key(tid: str) -> str:
     return f"{task_prefix(tid)}unreach"
+
+
+def refused_key(tid: str) -> str:
+    return f"{task_prefix(tid)}refused"
 
 
 def preheat_key(preheat_id: str) -> str:

@@ -147,7 +147,8 @@ class ClusterState:
             flat += [piece_num, dst]
         rows = await self._run_json(
             "assign", tid, cid, fingerprint, int(s.piece_lease_seconds * 1000), s.peer_up_limit,
-            s.cdn_load_limit, s.elimination_limit, CDN, int(s.reoffer_lease_seconds * 1000), *flat,
+            s.cdn_load_limit, s.elimination_limit, CDN, int(s.reoffer_lease_seconds * 1000),
+            int(s.piece_lease_floor_seconds * 1000), s.piece_lease_factor, *flat,
         )
         return parse_assignments(rows)
 

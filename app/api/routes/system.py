@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse
 
 from app.api.responses import JSONBytes
+from app.cluster.readiness import Readiness
 
 router = APIRouter(tags=["system"])
 
@@ -18,6 +19,22 @@ _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 @router.get("/_ping", response_class=PlainTextResponse)
 async def ping() -> PlainTextResponse:
     return PlainTextResponse("OK")
+
+
+@router.get(
+    "/readyz",
+    response_class=JSONBytes,
+    responses={200: {"description": "Ready for new work"}, 503: {"description": "Not ready: see reasons"}},
+)
+async def readyz(request: Request) -> JSONBytes:
+    """Readiness for load balancers and Kubernetes: false while Redis is unreachable or while draining.
+
+    Liveness is ``/_ping`` (dfget's own check), which stays "OK" in both cases.
+    """
+    readiness: Readiness = request.app.state.readiness
+    if readiness.ready:
+        return JSONBytes({"ready": True})
+    return JSONBytes({"ready": False, "reasons": readiness.reasons()}, status_code=503)
 
 
 @router.get("/version", response_class=JSONBytes)

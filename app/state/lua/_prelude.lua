@@ -8,19 +8,32 @@ local function k(suffix) return P .. suffix end
 local function touch(key) redis.call('EXPIRE', key, TTL) end
 
 -- Close an in-flight piece of `cid`: drop it from the run map and from its source's load.
--- Returns the source it was running against, or false when it was not running.
+-- A run entry is "<dst>|<assigned ms>|<lease expiry ms>" ("<dst>|<expiry>" before piece times were kept).
+-- Returns the source it was running against (false when it was not running) and when it was assigned.
 local function release(cid, n)
   local runk = k('run:' .. cid)
   local entry = redis.call('HGET', runk, n)
   if not entry then return false end
   redis.call('HDEL', runk, n)
-  local dst = string.match(entry, '^(.*)|[^|]*$')
+  local dst, assigned = string.match(entry, '^([^|]*)|([^|]*)|[^|]*$')
+  if not dst then dst = string.match(entry, '^(.*)|[^|]*$') end
   redis.call('ZREM', k('load:' .. dst), cid .. '|' .. n)
-  return dst
+  return dst, tonumber(assigned or '')
+end
+
+-- The task's typical piece time (a moving average over reported pieces) sizes the next leases.
+local function note_piece_time(assigned)
+  if not assigned or NOW < assigned then return end
+  local taskk = k('task')
+  local cur = redis.call('HMGET', taskk, 'pieceMs', 'pieceSamples')
+  local avg, took = tonumber(cur[1] or ''), NOW - assigned
+  if avg then avg = math.floor(avg * 0.8 + took * 0.2) else avg = took end
+  redis.call('HSET', taskk, 'pieceMs', avg, 'pieceSamples', tonumber(cur[2] or '0') + 1)
 end
 
 local function record_success(cid, n, add_holder)
-  release(cid, n)
+  local _, assigned = release(cid, n)
+  note_piece_time(assigned)
   redis.call('SREM', k('reoffer:' .. cid), n)
   local donek = k('done:' .. cid)
   redis.call('SETBIT', donek, n, 1)

@@ -1,17 +1,28 @@
 -- Commit the scheduler's choice for one pull. Each pick is re-checked against limits that other
 -- replicas may have used up since the snapshot; picks that no longer fit are dropped.
 -- ARGV[4..]: cid, fingerprint, pieceLeaseMs, upLimit, cdnLimit, eliminationLimit, cdnDst,
---            reofferLeaseMs, then pairs (pieceNum, dst)
+--            reofferLeaseMs, leaseFloorMs, leaseFactor, then pairs (pieceNum, dst)
 local cid, fingerprint = ARGV[4], ARGV[5]
 local piece_lease, up_limit, cdn_limit = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local elimination, cdn_dst, reoffer_lease = tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11])
+local lease_floor, lease_factor = tonumber(ARGV[12]), tonumber(ARGV[13])
+
+-- A report that never comes (lost with a replica, or with Redis during an outage) must not block a
+-- piece for the whole lease: once a few pieces of the task were reported, a lease is a few times the
+-- task's typical piece time. Too short a lease costs little: dfget ignores an offer of a piece it is
+-- still fetching, and reports it when done.
+local timing = redis.call('HMGET', k('task'), 'pieceMs', 'pieceSamples')
+local typical, samples = tonumber(timing[1] or ''), tonumber(timing[2] or '0')
+if typical and samples >= 4 then
+  piece_lease = math.min(piece_lease, math.max(lease_floor, math.floor(lease_factor * typical)))
+end
 local dtk, runk, donek, cdnk = k('dt:' .. cid), k('run:' .. cid), k('done:' .. cid), k('cdn')
 local blk, reofferk = k('black:' .. cid), k('reoffer:' .. cid)
 
 -- Run again for the same pull (its reply was lost on a dropped connection): repeat the same picks.
 local again = redis.call('HGET', dtk, 'lastq') == fingerprint
 local out, lastp = {}, {}
-for i = 12, #ARGV, 2 do
+for i = 14, #ARGV, 2 do
   local n, dst = ARGV[i], ARGV[i + 1]
   local md5 = redis.call('HGET', cdnk, n)
   local entry = redis.call('HGET', runk, n)
@@ -39,9 +50,9 @@ for i = 12, #ARGV, 2 do
       -- A piece the client may hold already (see register.lua) must not block it for a whole lease:
       -- dfget re-reports a held piece in its next pull, and one it still fetches is offered again soon.
       local lease = piece_lease
-      if redis.call('SISMEMBER', reofferk, n) == 1 then lease = reoffer_lease end
+      if redis.call('SISMEMBER', reofferk, n) == 1 then lease = math.min(lease, reoffer_lease) end
       local expiry = NOW + lease
-      redis.call('HSET', runk, n, dst .. '|' .. expiry)
+      redis.call('HSET', runk, n, dst .. '|' .. NOW .. '|' .. expiry)
       redis.call('ZADD', lk, expiry, cid .. '|' .. n)
       touch(lk)
       table.insert(lastp, n .. '|' .. dst)
