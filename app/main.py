@@ -43,7 +43,7 @@ log = logging.getLogger("app")
 def create_app(settings: Settings | None = None, readiness: Readiness | None = None) -> FastAPI:
     """The API app. ``readiness`` is shared with the piece server of the same process (``serve``)."""
     settings = settings or get_settings()
-    readiness = readiness or Readiness()
+    readiness = readiness if readiness is not None else Readiness()
     ensure_api_protected(settings)
     dfget_networks = parse_networks(settings.dfget_allowlist)
 

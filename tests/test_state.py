@@ -255,3 +255,38 @@ async def test_registrations_are_listed_as_peers_and_pruned(state: ClusterState)
     assert set(peers) == {"vm-c1", "vm-c2"}
     record = orjson.loads(peers["vm-c1"])
     assert record["IP"] == "127.0.0.1" and record["port"] == 40000 and record["cid"] == "c1"
+
+
+async def test_a_lost_report_is_offered_again_after_a_few_piece_times_not_the_whole_lease(
+    state: ClusterState, settings: Settings
+) -> None:
+    """The lease follows the task's observed piece time (floor and cap), so a report lost with a replica
+    or an outage blocks its piece for seconds, not for DF_PIECE_LEASE_SECONDS."""
+    state.settings = settings.model_copy(update={"piece_lease_floor_seconds": 0.3, "piece_lease_factor": 3.0})
+    epoch = await start(state, "c1")
+    await seed_all(state, epoch)
+    await state.pull(TID, "c1", 700, 502, -1, "", "s")
+    assigned = await state.assign(TID, "c1", "s", [(n, CDN) for n in range(4)])
+    assert len(assigned) == 4
+    # Before any piece time is known, a piece gets the full lease.
+    run = await state.redis.hgetall(schema.run_key(TID, "c1"))
+    dst, given, expiry = run["0"].split("|")
+    assert dst == CDN and int(expiry) - int(given) == settings.piece_lease_seconds * 1000
+    await asyncio.sleep(0.15)
+    for n in range(4):
+        assert await state.piece_success(TID, "c1", n, CDN)
+    task = await state.redis.hgetall(schema.task_key(TID))
+    typical = int(task["pieceMs"])
+    assert task["pieceSamples"] == "4" and 150 <= typical < 1000, task
+
+    await state.pull(TID, "c1", 701, 503, 3, CDN, "p1")
+    assert [a.piece_num for a in await state.assign(TID, "c1", "p1", [(4, CDN)])] == [4]
+    dst, given, expiry = (await state.redis.hget(schema.run_key(TID, "c1"), "4")).split("|")
+    lease = int(expiry) - int(given)
+    assert lease == max(300, 3 * typical) < settings.piece_lease_seconds * 1000
+    # The report of piece 4 never comes: once the short lease is over, the piece is offered again.
+    snap = await state.pull(TID, "c1", 701, 503, 3, CDN, "p2")
+    assert 4 not in {p[0] for p in snap["pieces"]}
+    await asyncio.sleep(lease / 1000 + 0.05)
+    snap = await state.pull(TID, "c1", 701, 503, 3, CDN, "p3")
+    assert 4 in {p[0] for p in snap["pieces"]}

@@ -17,7 +17,7 @@ import httpx
 from app.audit.events import AuditEvent, AuditSink
 from app.bridge.registration import probe_geometry
 from app.cdn.dispatch import SeedDispatcher
-from app.cdn.policy import SourceRefused, source_policy
+from app.cdn.policy import SourceRefused, masked_url, source_policy
 from app.cdn.source import convert_headers
 from app.cluster.readiness import Readiness
 from app.core.config import Settings
@@ -29,6 +29,7 @@ from app.protocol.pieces import piece_num_of_range, piece_range, piece_size_for,
 from app.protocol.taskid import cdn_path, task_id
 from app.scheduler.core import CDN, Candidate, Limits, PieceView, Snapshot, schedule
 from app.state.store import Assignment, ClusterState, PeerRegistration, parse_assignments
+from app.tasks.refusals import record_refusal
 
 log = logging.getLogger("app.bridge")
 
@@ -59,8 +60,11 @@ class PeerBridge:
         self.dispatcher = dispatcher
         self.source = source
         self.audit = audit
-        self.readiness = readiness or Readiness()
-        self.replay = replay or ReplayBuffer(settings.replay_buffer_limit, self.readiness.redis_failed)
+        self.readiness = readiness if readiness is not None else Readiness()
+        # Not ``replay or ...``: an empty buffer is falsy (it has a length).
+        self.replay = replay if replay is not None else ReplayBuffer(
+            settings.replay_buffer_limit, self.readiness.redis_failed
+        )
         self.policy = source_policy(settings)
         self.limits = Limits(
             peer_down=settings.peer_down_limit,
@@ -206,10 +210,14 @@ class PeerBridge:
         except SourceRefused as exc:
             if exc.reason != "forbidden":
                 return None
+            # The policy counted and logged it; the audit event and the task detail's record say it per
+            # task (the task is never created, so the record is all GET /api/v1/tasks/{id} can show).
+            shown = masked_url(url)
             if self.audit is not None:
                 await self.audit.record(AuditEvent(actor="dfget", action="source.refused", outcome="refused",
-                                                   task_id=tid, target=url, source_ip=ip,
-                                                   detail={"reason": exc.message}))
+                                                   task_id=tid, target=shown, source_ip=ip,
+                                                   detail={"reason": exc.message, "class": exc.kind}))
+            await record_refusal(self.state.redis, tid, exc.kind, exc.message, shown, self.settings.task_ttl_seconds)
             return exc.message
         return None
 
