@@ -32,7 +32,7 @@ async def run_seed_job(state: ClusterState, storage: SeedStorage, tid: str, epoc
     started = time.monotonic()
     async with make_source_client(
         connect_timeout=settings.source_connect_timeout_seconds, read_timeout=settings.source_read_timeout_seconds,
-        policy=source_policy(settings.source_allowlist),
+        policy=source_policy(settings),
     ) as client:
         try:
             outcome = await seed(

@@ -84,7 +84,7 @@ class _Job:
         settings = self.ctx.settings
         async with make_source_client(
             connect_timeout=settings.source_connect_timeout_seconds, read_timeout=settings.source_read_timeout_seconds,
-            policy=source_policy(settings.source_allowlist),
+            policy=source_policy(settings),
         ) as client:
             work = asyncio.create_task(self._work_with_timeout(client))
             reporter = asyncio.create_task(self._report_loop())

@@ -63,7 +63,7 @@ class PreheatService:
         try:
             if request.type == "image":
                 parse_image_url(request.url)
-            await source_policy(self.settings.source_allowlist).check(request.url)
+            await source_policy(self.settings).check(request.url)
         except (RegistryError, SourceRefused) as exc:
             await self._record(actor, "preheat.refused", "", source_ip, outcome="refused", url=request.url,
                                reason=exc.message)

@@ -29,8 +29,8 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 | df:{T}:probe                 | string | lock of the one registration that probes the source length     | probe time |
 | df:{T}:unreach               | string | negative cache: the source refused; registrations get 607      | fail_access|
 | df:{T}:refused               | hash   | last source-policy refusal of a registration for T (mostly a T | task TTL   |
-|                              |        | that was never created): reason, message, url, taskUrl, first/ |            |
-|                              |        | last ms, count; shown by GET /api/v1/tasks/{id}                |            |
+|                              |        | that was never created): reason, message, url, first/last ms,  |            |
+|                              |        | count; shown by GET /api/v1/tasks/{id}                         |            |
 | df:tasks                     | zset   | taskId scored by last access ms (listing, GC of the index)     | none, GC'd |
 | df:peers                     | hash   | peerId -> JSON {ID, IP, hostName, port, version, created (ms),  | none, GC'd |
 |                              |        | cid, taskId}: one record per registration, as Go's peer list    |            |

@@ -33,6 +33,22 @@ class SeedProgress(BaseModel):
     reason: str | None = Field(None, description="Machine-readable failure class (not_found, truncated, ...).")
 
 
+# cdnStatus of a task id that only has a source-policy refusal (never one of Go's values: the task was
+# never created). Not a listing filter: refused task ids are not in the task index.
+REFUSED_STATUS = "REFUSED"
+
+
+class SourceRefusal(BaseModel):
+    """The last time the source policy refused a registration for this task id (app.cdn.policy)."""
+
+    reason: str = Field(description="metadata, link_local, loopback, special, denylist or url (as on /metrics).")
+    message: str = Field(description="What the client was told (code 607); never a resolved address.")
+    url: str | None = Field(None, description="The refused URL (rawUrl), credentials masked.")
+    count: int = Field(description="Refused registrations for this task id while the record lived.")
+    first: str | None = Field(None, description="First refusal (RFC3339 ms).")
+    last: str | None = Field(None, description="Latest refusal (RFC3339 ms).")
+
+
 class TaskInfo(BaseModel):
     """PROTOCOL §6.3 TaskInfo (``apis/types/task_info.go@v1.0.6``); zero/empty values are omitted."""
 
@@ -58,6 +74,9 @@ class TaskView(TaskInfo):
     accessed: str | None = Field(None, description="Last registration or pull (RFC3339 ms).")
     peers: int = Field(0, description="dfget clients registered for the task.")
     progress: SeedProgress
+    sourceRefusal: SourceRefusal | None = Field(
+        None, description="The source policy's last refusal of a registration for this task id, if kept."
+    )
 
 
 class TaskPage(BaseModel):

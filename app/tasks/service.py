@@ -18,6 +18,7 @@ from app.cdn.storage import SeedStorage
 from app.core.timefmt import rfc3339_ms
 from app.state import schema
 from app.tasks.models import PieceHolder, PieceInfo, PiecePage, SeedProgress, TaskPage, TaskStatus, TaskView
+from app.tasks.refusals import read_refusal, refused_view
 
 TASK_ID_PATTERN = r"^[0-9a-f]{64}$"  # sha256 hex (§7.2); anything else cannot name a task
 _LIST_CHUNK = 256
@@ -142,11 +143,17 @@ class TaskService:
         return TaskPage(total=total, offset=offset, limit=limit, tasks=page)
 
     async def get(self, tid: str) -> TaskView | None:
+        """The task, with the source policy's last refusal for its id if one is kept; a task id that only
+        has a refusal (its registrations were refused, so it was never created) is shown as REFUSED."""
         rows = await self._views([tid])
+        kept = await read_refusal(self.redis, tid)
         if not rows:
-            return None
+            return refused_view(tid, *kept) if kept is not None else None
         _, fields, peers, seeded = rows[0]
-        return task_view(tid, fields, peers, seeded, int(time.time() * 1000))
+        view = task_view(tid, fields, peers, seeded, int(time.time() * 1000))
+        if kept is not None:
+            view.sourceRefusal = kept[0]
+        return view
 
     async def pieces(self, tid: str, offset: int, limit: int) -> PiecePage | None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -50,7 +50,9 @@ async def list_tasks(
 
 @router.get("/api/v1/tasks/{id}", response_model=TaskView, response_model_exclude_none=True, responses=NOT_FOUND)
 async def get_task(_: Reader, tasks: Tasks, tid: TaskId) -> TaskView:
-    """TaskInfo (Go field names, zero/empty omitted) plus live seeding progress."""
+    """TaskInfo (Go field names, zero/empty omitted) plus live seeding progress. A task id whose
+    registrations the source policy refused (so the task was never created) answers 200 with
+    ``cdnStatus: "REFUSED"`` and ``sourceRefusal`` (reason, message, url, count, first, last)."""
     return await _task_or_404(tasks, tid)
 
 
