@@ -272,7 +272,11 @@ async def test_each_refused_registration_answers_607_and_leaves_every_trace(
         async with live_supernode(settings) as sn, httpx.AsyncClient(base_url=sn.api) as http:
             allowed = (await http.post("/peer/registry", json=registration(source.url("f.bin")))).json()
             hop = (await http.post("/peer/registry", json=registration(source.url("hop")))).json()
-            trail = await audit_trail(http, redis, at_least("source.refused", 101))
+            # A task that exists: a registration whose rawUrl (what a seed retry would fetch) is refused.
+            moved = registration(source.url("f.bin"), "127.0.0.1-2-2.0") | {"rawUrl": "http://[::1]:8104/f.bin"}
+            moved_answer = (await http.post("/peer/registry", json=moved)).json()
+            existing = (await http.get(f"/api/v1/tasks/{task_id(source.url('f.bin'))}", headers=AUTH)).json()
+            trail = await audit_trail(http, redis, at_least("source.refused", 102))
     answers = [a.json() for a in swarm]
     assert all(a["code"] == 607 and "never allowed" in a["msg"] for a in answers)
     assert local["code"] == 607 and "DF_SOURCE_ALLOWLIST" in local["msg"] and "cluster mode" in local["msg"]
@@ -282,13 +286,15 @@ async def test_each_refused_registration_answers_607_and_leaves_every_trace(
     # /metrics: one count per refusal; the log: one line per host a minute, naming the setting.
     assert grown(before, after) == {"metadata": 100, "loopback": 1}
     assert len(metadata_lines) == 1 and "no setting allows it" in metadata_lines[0]
-    [line] = warnings_of(caplog, "[loopback]")
-    assert "DF_SOURCE_ALLOWLIST" in line and "s3cret" not in line
+    [line] = warnings_of(caplog, "***@localhost")
+    assert "[loopback]" in line and "DF_SOURCE_ALLOWLIST" in line and "s3cret" not in line
     # The audit event, with the class.
     refusals = [e for e in trail if e["action"] == "source.refused"]
     assert sum(e["target"] == metadata and e["detail"]["class"] == "metadata" for e in refusals) == 100
-    [shown] = [e for e in refusals if e["detail"]["class"] == "loopback"]
-    assert "s3cret" not in shown["target"] and shown["detail"]["reason"] == local["msg"]
+    [shown] = [e for e in refusals if "localhost" in e["target"]]
+    assert shown["detail"]["class"] == "loopback" and shown["detail"]["reason"] == local["msg"]
+    assert "s3cret" not in shown["target"] and "***@localhost" in shown["target"]
+    assert [e["detail"]["class"] for e in refusals if e["target"] == moved["rawUrl"]] == ["loopback"]
     # The task detail of a task that was never created: the refusal.
     assert metadata_detail["cdnStatus"] == "REFUSED" and metadata_detail["ID"] == task_id(metadata)
     assert metadata_detail["sourceRefusal"]["reason"] == "metadata"
@@ -296,6 +302,9 @@ async def test_each_refused_registration_answers_607_and_leaves_every_trace(
     assert metadata_detail["sourceRefusal"]["message"] == answers[0]["msg"]
     assert loopback_detail["sourceRefusal"]["reason"] == "loopback" and "s3cret" not in str(loopback_detail)
     assert loopback_detail["sourceRefusal"]["message"] == local["msg"]
+    assert moved_answer["code"] == 607 and existing["cdnStatus"] in ("WAITING", "RUNNING", "SUCCESS")
+    assert existing["peers"] == 1 and existing["sourceRefusal"]["reason"] == "loopback"
+    assert existing["sourceRefusal"]["url"] == "http://[::1]:8104/f.bin" and existing["sourceRefusal"]["count"] == 1
 
 
 async def test_the_denylist_refuses_an_allowed_source_end_to_end(
