@@ -60,22 +60,20 @@ class UnhandledErrorMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            path = scope.get("path", "")
+            method, path = scope.get("method"), scope.get("path", "")
+            headers = [(b"content-type", b"application/json")]
             if is_outage(exc):
                 if self.on_outage is not None:
                     self.on_outage(exc)
-                log.warning("%s %s: redis unavailable (%s), answered 503", scope.get("method"), path,
-                            type(exc).__name__)
-                status, body, extra = 503, {"code": 503, "message": "cluster state unavailable, retry shortly"}, [
-                    (b"retry-after", b"1")
-                ]
+                log.warning("%s %s: redis unavailable (%s), answered 503", method, path, type(exc).__name__)
+                status, message = 503, "cluster state unavailable, retry shortly"
+                headers.append((b"retry-after", b"1"))
             else:
-                log.exception("unhandled error on %s %s", scope.get("method"), path)
-                status, body, extra = 500, {"code": 500, "message": "internal error"}, []
+                log.exception("unhandled error on %s %s", method, path)
+                status, message = 500, "internal error"
             if started:
                 return  # the answer is on its way already; nothing sensible can be added to it
-            payload = orjson.dumps(body)
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                       *extra]
+            payload = orjson.dumps({"code": status, "message": message})
+            headers.append((b"content-length", str(len(payload)).encode()))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
