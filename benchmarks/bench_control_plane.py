@@ -4,7 +4,8 @@ The workload of the performance issue: 200 peers fetch a 64 MiB file through a r
 loopback (by default 2 replicas ``python -m app`` + 1 Celery worker, the real Redis, a local origin
 serving random bytes). The emulator runs with ``instant_pieces=True``: every registration, pull,
 ``/peer/piece/suc`` and metrics report is really sent, but no piece bytes move, so what is measured is
-the supernode's control plane. Every request is round-robined over the replicas, as behind a VIP.
+the supernode's control plane. Peer i talks to replica i mod N (its rotated node list), which spreads
+the load evenly without a load balancer in the measured path.
 
 One JSON line is printed per run (``--runs``, default 3): request count and rate, latency percentiles
 (the emulator's per-exchange ``elapsed``), the swarm's wall time, CPU seconds of the replicas, of
@@ -279,8 +280,8 @@ async def start_peers(config: RunConfig, nodes: list[str], url: str, out_dir: Pa
         http = make_http_client(max_connections=16)
         uploader = await Uploader(ip, version=version, http=http, data_dir=out_dir).start()
         dfget = Dfget(
-            # The VIP listed three times, as the README tells operators: a failed request migrates to
-            # the next entry, and dfget 1.0.5+ never goes back to an entry it used.
+            # Three entries, like the README's VIP list (a failed request migrates to the next entry;
+            # dfget 1.0.5+ never goes back to one it used), starting at replica i mod N.
             [rotated(nodes, index)[k % len(nodes)] for k in range(3)],
             url,
             out_dir / f"peer{index}.bin",
@@ -290,8 +291,6 @@ async def start_peers(config: RunConfig, nodes: list[str], url: str, out_dir: Pa
             http=http,
             instant_pieces=True,
             sleep_scale=config.sleep_scale,
-            # A round-robin VIP in front of the replicas: consecutive requests of a peer hit different replicas.
-            balance=nodes if len(nodes) > 1 else (),
         )
         peers.append(Peer(dfget, uploader, http))
     return peers

@@ -20,16 +20,26 @@ TEST_TOKEN = "test-token-0123456789"
 _handed_out: set[int] = set()
 
 
-def free_port() -> int:
-    """A port free right now and never returned before by this process: the kernel may hand the same
-    ephemeral port to two bind(0) calls in a row (seen: a replica's API and piece ports collided)."""
+def free_port(*hosts: str) -> int:
+    """A port free right now (on 127.0.0.1 and each of ``hosts``) and never returned before by this
+    process: the kernel may hand the same ephemeral port to two bind(0) calls in a row (seen: a replica's
+    API and piece ports collided)."""
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port: int = sock.getsockname()[1]
-        if port not in _handed_out:
+        if port not in _handed_out and all(_bindable(host, port) for host in hosts):
             _handed_out.add(port)
             return port
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
@@ -45,12 +55,19 @@ class Proc:
             self.popen.wait(10)
 
     def stop(self) -> None:
+        """End of a test: SIGINT (a replica skips its SIGTERM drain; Celery shuts down as on SIGTERM)."""
+        self.interrupt()
+        self.reap()
+
+    def interrupt(self) -> None:
         if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+            self.popen.send_signal(signal.SIGINT)
+
+    def reap(self, timeout: float = 15.0) -> None:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
     def tail(self, lines: int = 40) -> str:
         try:
@@ -63,10 +80,24 @@ class Proc:
 class Replica(Proc):
     port: int = 0
     download_port: int = 0
+    host: str = "127.0.0.1"  # DF_LISTEN: behind the loopback haproxy each replica has its own 127/8 address
+    env: dict[str, str] = field(default_factory=dict)  # what it was started with (a restart reuses it)
 
     @property
     def node(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    def terminate(self, timeout: float = 90.0) -> int:
+        """SIGTERM, as for a rolling restart or a pod deletion: wait until it exits (after its drain and
+        its in-flight requests) and return the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+    def wait_ready(self, path: str = "/readyz", timeout: float = 30.0) -> None:
+        """Both ports answer 200 on ``path``: ``/readyz`` (Redis reachable, not draining) by default."""
+        _wait_ready(self, f"http://{self.node}{path}", timeout)
+        _wait_ready(self, f"http://{self.host}:{self.download_port}{path}", timeout)
 
 
 @dataclass
@@ -102,16 +133,44 @@ class Cluster:
         env.update(self.extra_env)
         return env
 
-    def start_replica(self) -> Replica:
+    def start_replica(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        download_port: int | None = None,
+        advertise_ip: str | None = None,
+        wait: bool = True,
+    ) -> Replica:
+        """Start a replica and (unless ``wait=False``) wait until it is ready. Defaults: 127.0.0.1 on
+        two fresh ports.
+
+        Behind the loopback haproxy every replica gets its own ``host`` and the same two ports, and
+        ``advertise_ip`` is the VIP, as on separate hosts behind a real VIP.
+        """
         index = len(self.replicas)
-        port, download_port = free_port(), free_port()
-        env = self.env() | {"DF_PORT": str(port), "DF_DOWNLOAD_PORT": str(download_port)}
+        port = port or free_port(host)
+        download_port = download_port or free_port(host)
+        env = self.env() | {"DF_LISTEN": host, "DF_PORT": str(port), "DF_DOWNLOAD_PORT": str(download_port)}
+        if advertise_ip is not None:
+            env["DF_ADVERTISE_IP"] = advertise_ip
         log = self.workdir / f"replica{index}.log"
         popen = _spawn([sys.executable, "-m", "app"], env, log)
-        replica = Replica(f"replica{index}", popen, log, port=port, download_port=download_port)
+        replica = Replica(
+            f"replica{index}", popen, log, port=port, download_port=download_port, host=host, env=env
+        )
         self.replicas.append(replica)
-        _wait_ready(replica, f"http://{replica.node}/_ping")
-        _wait_ready(replica, f"http://127.0.0.1:{download_port}/_ping")
+        if wait:
+            replica.wait_ready()
+        return replica
+
+    def restart_replica(self, replica: Replica) -> Replica:
+        """Start a stopped replica again, same address, ports and settings (a load balancer's server lines
+        are fixed), appending to its log; waits until it is ready."""
+        if replica.popen.poll() is None:
+            raise RuntimeError(f"{replica.name} is still running; kill() or terminate() it first")
+        replica.popen = _spawn([sys.executable, "-m", "app"], replica.env, replica.log, append=True)
+        replica.wait_ready()
         return replica
 
     def start_worker(self) -> Proc:
@@ -131,15 +190,18 @@ class Cluster:
         return worker
 
     def stop(self) -> None:
-        for proc in [*self.replicas, *self.workers]:
-            proc.stop()
+        procs = [*self.replicas, *self.workers]
+        for proc in procs:  # all at once: each may take a moment to close its connections
+            proc.interrupt()
+        for proc in procs:
+            proc.reap()
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.tail()}" for p in [*self.replicas, *self.workers])
 
 
-def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    handle = open(log, "wb")
+def _spawn(command: list[str], env: dict[str, str], log: Path, append: bool = False) -> subprocess.Popen[bytes]:
+    handle = open(log, "ab" if append else "wb")
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 

@@ -15,8 +15,9 @@ import redis
 
 from app.protocol.taskid import task_id
 from app.state import schema
-from tests.cluster import Cluster
+from tests.cluster import Cluster, Proc
 from tests.emulator import DfgetResult, Swarm
+from tests.haproxy import VipCluster
 from tests.sources import SourceProcess, closed_port
 
 pytestmark = pytest.mark.slow
@@ -65,58 +66,99 @@ def p2p_share(results: list[DfgetResult]) -> float:
     return peers / (peers + cdn)
 
 
-async def test_eight_peers_download_from_two_replicas_and_one_worker(
-    cluster: Cluster, payload: tuple[Path, str], tmp_path: Path
+@pytest.fixture
+def vip(tmp_path: Path, redis_url: str, broker_url: str) -> Iterator[VipCluster]:
+    """Three replicas and a worker behind the real haproxy, from deploy/haproxy/haproxy.cfg."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    redis.Redis.from_url(broker_url).flushdb()
+    nodes = Cluster(tmp_path / "cluster", redis_url, broker_url, extra_env={"DF_PIECE_LEASE_SECONDS": "900"})
+    nodes.workdir.mkdir()
+    behind = VipCluster(nodes)
+    try:
+        behind.start()
+        nodes.start_worker()
+        yield behind
+    finally:
+        behind.stop()
+        client.flushdb()
+
+
+async def test_eight_peers_download_through_the_vip_from_three_replicas_and_one_worker(
+    vip: VipCluster, payload: tuple[Path, str], tmp_path: Path
 ) -> None:
     path, sha256 = payload
-    nodes = [r.node for r in cluster.replicas]
     with SourceProcess({"blob.bin": path}) as source:
-        # Every request of every peer alternates between the replicas, as behind a round-robin VIP.
-        async with Swarm(8, nodes, source.url("blob.bin"), tmp_path / "out", sleep_scale=0.25,
-                         balance=nodes) as swarm:
+        # haproxy round-robins every request over the replicas: one client's registration, pulls and
+        # reports land on different replicas, and its CDN pieces come through the VIP's piece port.
+        async with Swarm(8, [vip.api_vip] * 3, source.url("blob.bin"), tmp_path / "out", sleep_scale=0.25,
+                         versions=["1.0.6"]) as swarm:
             results = await swarm.run()
         stats = source.stats("blob.bin")
     check_swarm(results, sha256)
+    served = vip.lb.served("df_api")
+    assert all(served[f"r{i}"] > 0 for i in (1, 2, 3)), served
+    assert sum(vip.lb.served("df_pieces").values()) > 0
     for result in results:
-        assert set(result.nodes_used("/peer/task")) == set(nodes)
-        assert set(result.nodes_used("/peer/piece/suc")) == set(nodes)
+        assert {f.peer for f in result.piece_fetches if f.src_cid.startswith("cdnnode:")} <= {vip.lb.piece_vip}
     assert stats["full_gets"] == 1, stats
     assert p2p_share(results) >= 0.5, [dict(r.pieces_by_cid) for r in results]
-    assert "seed end" in cluster.workers[0].tail(400)
+    assert "seed end" in vip.cluster.workers[0].tail(400)
 
 
-@pytest.mark.parametrize("retry", ["dfget-migration", "balancer-retry"])
-async def test_a_replica_killed_mid_download_loses_no_download(
-    cluster: Cluster, payload: tuple[Path, str], tmp_path: Path, redis_url: str, retry: str
+async def _kill_once_peers_hold_pieces(
+    running: asyncio.Task[list[DfgetResult]], redis_url: str, url: str, victim: Proc
 ) -> None:
+    state = redis.Redis.from_url(redis_url, decode_responses=True)
+    tid = task_id(url)
+    for _ in range(400):
+        holders = state.scard(schema.holders_key(tid, 0)) if state.exists(schema.task_key(tid)) else 0
+        if holders >= 1 or running.done():
+            break
+        await asyncio.sleep(0.02)
+    assert not running.done()
+    victim.kill()
+
+
+async def test_a_replica_killed_mid_download_loses_no_download(
+    cluster: Cluster, payload: tuple[Path, str], tmp_path: Path, redis_url: str
+) -> None:
+    """Without a load balancer: dfget itself migrates to its next listed node."""
     path, sha256 = payload
     first, second = (r.node for r in cluster.replicas)
-    state = redis.Redis.from_url(redis_url, decode_responses=True)
     with SourceProcess({"blob.bin": path}) as source:
         url = source.url("blob.bin")
-        tid = task_id(url)
-        # The VIP listed several times, as the README tells operators to do (dfget 1.0.5+ never re-registers
-        # to the entry it last used).
+        # Each node listed twice (dfget 0.4.x doubles the list again; 1.0.5+ never re-registers to the
+        # entry it last used).
         lists = [[first, second, first, second], [second, first, second, first]]
-        # Either dfget re-registers on the next listed node, or a load balancer retries on the other replica.
-        balance = [first, second] if retry == "balancer-retry" else []
         # timeout: dfget 1.0.x goes to the source after it, which check_swarm refuses. A migrated client
         # must not wait on pieces the killed replica handed out (their reports died with it).
         async with Swarm(8, [first, second], url, tmp_path / "out", node_lists=lambda i: lists[i % 2],
-                         sleep_scale=0.25, balance=balance, timeout=60) as swarm:
+                         sleep_scale=0.25, timeout=60) as swarm:
             running = asyncio.create_task(swarm.run())
-            # Kill once peers hold pieces but before anyone could be done.
-            for _ in range(400):
-                holders = state.scard(schema.holders_key(tid, 0)) if state.exists(schema.task_key(tid)) else 0
-                if holders >= 1 or running.done():
-                    break
-                await asyncio.sleep(0.02)
-            assert not running.done()
-            cluster.replicas[1].kill()
+            await _kill_once_peers_hold_pieces(running, redis_url, url, cluster.replicas[1])
             results = await running
     check_swarm(results, sha256)
-    if retry == "dfget-migration":
-        assert any(r.migrations for r in results), "nobody was talking to the killed replica"
+    assert any(r.migrations for r in results), "nobody was talking to the killed replica"
+
+
+async def test_a_replica_killed_behind_the_vip_costs_no_migration(
+    vip: VipCluster, payload: tuple[Path, str], tmp_path: Path, redis_url: str
+) -> None:
+    """Behind the real haproxy the death is invisible: it retries on another replica, dfget never migrates."""
+    path, sha256 = payload
+    with SourceProcess({"blob.bin": path}) as source:
+        url = source.url("blob.bin")
+        async with Swarm(8, [vip.api_vip] * 3, url, tmp_path / "out", sleep_scale=0.25, versions=["1.0.6"],
+                         timeout=60) as swarm:
+            running = asyncio.create_task(swarm.run())
+            await _kill_once_peers_hold_pieces(running, redis_url, url, vip.cluster.replicas[1])
+            results = await running
+        stats = source.stats("blob.bin")
+    check_swarm(results, sha256)
+    assert [r.migrations for r in results] == [0] * 8, vip.lb.counters()
+    assert vip.lb.states("df_api")["r2"] == "DOWN"
+    assert stats["full_gets"] == 1, stats
 
 
 async def test_twenty_racing_registrations_on_both_replicas_start_one_seed(

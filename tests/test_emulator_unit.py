@@ -26,6 +26,7 @@ from app.protocol.taskid import cdn_path, task_id
 from tests.emulator import Dfget, Item, ItemMerger, Swarm, Uploader, rotated
 from tests.emulator.api import ApiResponse, ExchangeLog, SupernodeApi, make_http_client
 from tests.emulator.config import VersionTraits
+from tests.emulator.ratelimit import TokenBucket
 from tests.emulator.register import RegisterFailed, Registrar, adjust_node_list
 from tests.emulator.result import DfgetResult
 from tests.emulator.uploader import amend_range, parse_upload_params
@@ -420,6 +421,10 @@ def test_adjust_node_list() -> None:
     assert adjust_node_list(["a"], shuffle=True, rng=random.Random(1)) == ["a", "a"]
     assert adjust_node_list(["a", "b"], shuffle=False, rng=random.Random(1)) == ["a", "b", "a", "b"]
     assert adjust_node_list([], shuffle=False, rng=random.Random(1)) == []
+    # dfget 1.0.5+: every entry once, a single node included (it then cannot migrate at all).
+    assert adjust_node_list(["v", "v", "v"], shuffle=True, rng=random.Random(1), duplicate=False) == ["v"] * 3
+    assert adjust_node_list(["a"], shuffle=False, rng=random.Random(1), duplicate=False) == ["a"]
+    assert VersionTraits((1, 0, 4)).duplicates_node_list and not VersionTraits((1, 0, 5)).duplicates_node_list
     assert rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
 
 
@@ -462,6 +467,7 @@ class FakeSupernode:
     send_piece_md5: bool = False
     finish_md5: str = ""
     fail_pulls: int = 0  # answer this many pulls with code 502 (forces migration)
+    suc_status: int = 200  # HTTP status of /peer/piece/suc answers (anything else: a failed report)
     corrupt_cdn: bool = False
     node: str = ""
     registrations: list[bytes] = field(default_factory=list)
@@ -580,6 +586,8 @@ class FakeSupernode:
 
     async def suc(self, request: web.Request) -> web.Response:
         self.reports.append(request.raw_path)
+        if self.suc_status != 200:
+            return web.Response(status=self.suc_status, text="report lost")
         num = int(request.query["pieceRange"].split("-")[0]) // self.piece_size
         cid = request.query["cid"]
         self.done[cid].add(num)
@@ -695,6 +703,124 @@ async def test_migration_resends_item_as_start(supernode: FakeSupernode, tmp_pat
     again = await Dfget([supernode.node], supernode.url, tmp_path / "p.bin", **FAST).run()
     assert again.back_sourced and again.back_source_reason == 3 and again.success
     assert again.registrations == 2 and again.register_attempts == 2
+
+
+async def test_v106_node_entries_allow_one_migration_fewer_than_entries(
+    supernode: FakeSupernode, tmp_path: Path
+) -> None:
+    """1.0.5+ lists each --node entry once: VIP×3 allows two migrations, and a third failure back-sources."""
+    supernode.waits = 0
+    supernode.fail_pulls = 2
+    nodes = [supernode.node] * 3
+    moved = await Dfget(nodes, supernode.url, tmp_path / "o.bin", version="1.0.6", **FAST).run()
+    assert moved.success and not moved.back_sourced, moved.error
+    assert (moved.registrations, moved.migrations) == (3, 2)
+    supernode.fail_pulls = 3
+    out = await Dfget(nodes, supernode.url, tmp_path / "p.bin", version="1.0.6", **FAST).run()
+    assert out.back_sourced and out.back_source_reason == 3, out.error
+    assert out.success and out.sha256 == hashlib.sha256(supernode.data).hexdigest()
+    assert (out.registrations, out.migrations) == (3, 3)
+    # One entry: no migration at all (0.4.x lists a single node twice and could migrate once).
+    supernode.fail_pulls = 1
+    single = await Dfget([supernode.node], supernode.url, tmp_path / "q.bin", version="1.0.6", **FAST).run()
+    assert single.back_sourced and (single.registrations, single.register_attempts) == (1, 1)
+
+
+async def _answering_server(handler: Any) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"127.0.0.1:{runner.addresses[0][1]}"
+
+
+_REGISTERED = {"code": 200, "data": {"taskId": "t", "fileLength": 10, "pieceSize": PIECE_4M}}
+
+
+@pytest.mark.parametrize("slowness", ["silent", "trickling"])
+async def test_a_registration_without_an_answer_in_time_moves_to_the_next_entry(slowness: str) -> None:
+    """dfget's 5 s (here 0.3 s) is one deadline for the whole exchange, not a limit per read."""
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        if slowness == "silent":
+            await asyncio.sleep(2)
+            return web.json_response(_REGISTERED)
+        # Headers at once, then a byte every 0.1 s: no single read waits long, the whole takes 2 s.
+        body = json.dumps(_REGISTERED).encode()
+        response = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": str(len(body))})
+        await response.prepare(request)
+        for byte in body:
+            await response.write(bytes([byte]))
+            await asyncio.sleep(0.1)
+        return response
+
+    async def fast(request: web.Request) -> web.Response:
+        return web.json_response(_REGISTERED)
+
+    (slow_runner, slow_node), (fast_runner, fast_node) = await _answering_server(slow), await _answering_server(fast)
+    http = make_http_client()
+    try:
+        api = SupernodeApi(http, ExchangeLog(), timeout=0.3)
+        registrar = Registrar(api, [slow_node, fast_node], lambda n: b"{}", VersionTraits((1, 0, 6)), DfgetResult())
+        assert (await registrar.register()).node == fast_node
+        first = api.log.exchanges[0]
+        assert first.node == slow_node and first.http_status is None and "timeout" in first.error
+        assert first.elapsed < 1.0
+    finally:
+        await http.aclose()
+        await slow_runner.cleanup()
+        await fast_runner.cleanup()
+
+
+async def test_a_failed_piece_report_is_not_sent_again(supernode: FakeSupernode, tmp_path: Path) -> None:
+    """Observed dfget 1.0.6 behaviour (issue 6), not PROTOCOL §5.3's three attempts."""
+    supernode.waits = 0
+    supernode.suc_status = 500
+    async with Uploader(data_dir=tmp_path) as up:
+        # The fake learns pieces from merged pull items only, so a lost report may stall it: bound the run.
+        result = await Dfget(
+            [supernode.node], supernode.url, tmp_path / "o.bin", uploader=up, version="1.0.6", timeout=1.0, **FAST
+        ).run()
+    fetched = [f.range for f in result.piece_fetches if f.ok]
+    reported = [target.split("pieceRange=")[1] for target in supernode.reports]
+    assert fetched and sorted(reported) == sorted(fetched)  # one report per stored piece, never resent
+    suc = [e for e in result.exchanges if e.endpoint == "/peer/piece/suc"]
+    assert len(suc) == len(fetched) and all(e.http_status == 500 for e in suc)
+
+
+async def test_token_bucket_holds_concurrent_readers_to_the_rate() -> None:
+    bucket = TokenBucket(1_000_000, burst=10_000)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def reader() -> None:
+        for _ in range(10):
+            await bucket.take(10_000)
+
+    await asyncio.gather(*(reader() for _ in range(4)))
+    elapsed = loop.time() - started
+    # 400 kB at 1 MB/s, less the 10 kB burst: 0.39 s, never less.
+    assert 0.385 <= elapsed < 0.8, elapsed
+    with pytest.raises(ValueError):
+        TokenBucket(0)
+
+
+async def test_rate_limit_bounds_one_clients_download(supernode: FakeSupernode, tmp_path: Path) -> None:
+    supernode.waits = 0
+    rate = 300_000
+    framed = len(supernode.data) + 5 * supernode.total
+    bound = (framed - rate / 10) / rate  # every framed piece byte is paid for, less one burst
+    async with Uploader(data_dir=tmp_path / "a") as a, Uploader(data_dir=tmp_path / "b") as b:
+        limited = await Dfget(
+            [supernode.node], supernode.url, tmp_path / "o.bin", uploader=a, rate_limit=rate, **FAST
+        ).run()
+        free = await Dfget([supernode.node], supernode.url, tmp_path / "p.bin", uploader=b, **FAST).run()
+    digest = hashlib.sha256(supernode.data).hexdigest()
+    assert limited.success and limited.sha256 == digest, limited.error
+    assert free.success and free.sha256 == digest, free.error
+    assert limited.duration >= bound, (limited.duration, bound)
+    assert free.duration < bound  # the limit, not the fake, is what made the first one slow
 
 
 async def test_v041_cdn_pattern_merge_quirk_waits_until_timeout(supernode: FakeSupernode, tmp_path: Path) -> None:

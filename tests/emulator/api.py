@@ -6,8 +6,8 @@ dfget's rule: a call succeeds only with HTTP status exactly 200 and a JSON body;
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -31,6 +31,7 @@ class Exchange:
     code: int | None
     elapsed: float
     error: str = ""
+    at: float = 0.0  # time.monotonic() when the answer (or the failure) came: for stall checks
 
 
 @dataclass
@@ -83,32 +84,17 @@ class ExchangeLog:
 
 
 class SupernodeApi:
-    """Thin wrapper over one ``httpx.AsyncClient`` (fasthttp keeps connections alive the same way)."""
+    """Thin wrapper over one ``httpx.AsyncClient`` (fasthttp keeps connections alive the same way).
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        log: ExchangeLog,
-        *,
-        timeout: float = SUPERNODE_TIMEOUT,
-        balance: Sequence[str] = (),
-    ) -> None:
+    Every request goes to the node it names and its outcome is final: dfget itself never retries a
+    call on another node (it migrates, see p2p.py). Behind a VIP, retries are the load balancer's,
+    and the HA tests run the real haproxy (tests/haproxy.py) rather than a model of it.
+    """
+
+    def __init__(self, client: httpx.AsyncClient, log: ExchangeLog, *, timeout: float = SUPERNODE_TIMEOUT) -> None:
         self._client = client
         self.log = log
         self._timeout = timeout
-        # ``balance`` models a round-robin load balancer behind one VIP: every request goes to the next
-        # replica, and a connection failure is retried once on the following one (haproxy's
-        # ``retry-on conn-failure``). The client itself still thinks it talks to its one node.
-        self._balance = list(balance)
-        self._turn = 0
-
-    def _backends(self, node: str) -> list[str]:
-        """Where one request may go: its node, or a round-robin pick and the next replica after it."""
-        if not self._balance:
-            return [node]
-        first = self._turn % len(self._balance)
-        self._turn += 1
-        return [self._balance[(first + step) % len(self._balance)] for step in range(min(2, len(self._balance)))]
 
     async def get(self, node: str, target: str) -> ApiResponse:
         return await self._send("GET", node, target, None)
@@ -117,32 +103,25 @@ class SupernodeApi:
         return await self._send("POST", node, target, body)
 
     async def _send(self, method: str, node: str, target: str, body: bytes | None) -> ApiResponse:
+        """One request to ``node``, as it is: no retry here (a load balancer in the tests is the real one)."""
         headers = {"User-Agent": SUPERNODE_USER_AGENT}
         if body is not None:
             headers["Content-Type"] = JSON_CONTENT_TYPE
         started = time.monotonic()
-        backends = self._backends(node)
-        for attempt, backend in enumerate(backends):
-            try:
+        try:
+            # fasthttp's DoTimeout is one deadline over the whole exchange (connect, send, wait, read);
+            # httpx's timeouts are per phase, so a reply trickling in past 5 s would pass without this.
+            async with asyncio.timeout(self._timeout):
                 response = await self._client.request(
-                    method,
-                    node_base_url(backend) + target,
-                    content=body,
-                    headers=headers,
-                    timeout=self._timeout,
+                    method, node_base_url(node) + target, content=body, headers=headers, timeout=self._timeout
                 )
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                # A dead replica: refused, or the connection dropped with no answer (``retry-on
-                # conn-failure empty-response``). Safe to resend: every handler is idempotent.
-                result = ApiResponse(http_status=None, error=f"{type(exc).__name__}: {exc}")
-                if attempt + 1 < len(backends):
-                    continue
-            except httpx.HTTPError as exc:
-                result = ApiResponse(http_status=None, error=f"{type(exc).__name__}: {exc}")
-            else:
-                result = _decode(response.status_code, response.content)
-            break
-        self._record(method, backend, target, result, time.monotonic() - started)
+        except TimeoutError:
+            result = ApiResponse(http_status=None, error=f"timeout: no answer in {self._timeout:g} s")
+        except httpx.HTTPError as exc:
+            result = ApiResponse(http_status=None, error=f"{type(exc).__name__}: {exc}")
+        else:
+            result = _decode(response.status_code, response.content)
+        self._record(method, node, target, result, time.monotonic() - started)
         return result
 
     def _record(self, method: str, node: str, target: str, result: ApiResponse, elapsed: float) -> None:
@@ -156,6 +135,7 @@ class SupernodeApi:
                 http_status=result.http_status,
                 code=result.code,
                 elapsed=elapsed,
+                at=time.monotonic(),
                 error=result.error,
             )
         )

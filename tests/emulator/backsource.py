@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.emulator.ratelimit import READ_CHUNK, TokenBucket
 from tests.emulator.store import file_digest, place_file
 from tests.emulator.wire import headers_to_map
 
@@ -15,12 +16,19 @@ class BackSourceError(Exception):
 
 
 async def back_source_download(
-    http: httpx.AsyncClient, url: str, headers: list[str], output: Path, *, md5: str = ""
+    http: httpx.AsyncClient,
+    url: str,
+    headers: list[str],
+    output: Path,
+    *,
+    md5: str = "",
+    bucket: TokenBucket | None = None,
 ) -> int:
     """Stream ``url`` next to ``output`` and move it into place; returns the byte count.
 
     Go's default client follows redirects and accepts any status below 400. There is no timeout of
-    its own: the caller bounds the whole download (dfget's overall timeout).
+    its own: the caller bounds the whole download (dfget's overall timeout). 1.0.x reads the body through
+    its ``--locallimit`` limiter (``bucket``), like its pieces.
     """
     tmp = output.with_name(f".{output.name}.dfget-backsource")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -32,7 +40,9 @@ async def back_source_download(
             if response.status_code >= 400:
                 raise BackSourceError(f"source answered {response.status_code}")
             with tmp.open("wb") as handle:
-                async for chunk in response.aiter_bytes(1 << 20):
+                async for chunk in response.aiter_bytes(READ_CHUNK if bucket else 1 << 20):
+                    if bucket is not None:
+                        await bucket.take(len(chunk))
                     handle.write(chunk)
                     written += len(chunk)
         if md5 and file_digest(tmp, "md5") != md5:

@@ -20,8 +20,9 @@ import httpx
 from app.protocol.taskid import filter_url_params
 from tests.emulator.api import ExchangeLog, SupernodeApi, make_http_client
 from tests.emulator.backsource import BackSourceError, back_source_download
-from tests.emulator.config import ClientConfig
+from tests.emulator.config import ClientConfig, VersionTraits
 from tests.emulator.p2p import P2PDownload
+from tests.emulator.ratelimit import TokenBucket
 from tests.emulator.register import (
     CODE_NEED_AUTH,
     RegisterFailed,
@@ -54,7 +55,13 @@ REASON_REFUSED = 1000
 
 
 class Dfget:
-    """One dfget download. ``uploader=None`` is the cdn pattern (port 0, no local peer server)."""
+    """One dfget download. ``uploader=None`` is the cdn pattern (port 0, no local peer server).
+
+    ``nodes`` are the ``--node`` entries; how many migrations they allow depends on ``version`` (§5.1,
+    see ``adjust_node_list``). ``rate_limit`` (bytes/s, dfget's ``--locallimit``; real 1.0.x defaults
+    to 20 MiB/s, ``ratelimit.DFGET_1_0_DEFAULT_RATE``) bounds this client's piece and back-source reads;
+    None reads as fast as the other end sends.
+    """
 
     def __init__(
         self,
@@ -83,16 +90,19 @@ class Dfget:
         data_dir: Path | None = None,
         http: httpx.AsyncClient | None = None,
         seed: int | None = None,
-        balance: Sequence[str] = (),
+        rate_limit: int | None = None,
     ) -> None:
         rng = random.Random(seed)
-        self.nodes = adjust_node_list(nodes, shuffle=shuffle_nodes, rng=rng)
+        traits = VersionTraits(parse_version(version))
+        self.nodes = adjust_node_list(
+            nodes, shuffle=shuffle_nodes, rng=rng, duplicate=traits.duplicates_node_list
+        )
         self.uploader = uploader
         self.back_source = back_source
         self.timeout = timeout
         self._http = http
         self._data_dir = data_dir
-        self._balance = tuple(balance)
+        self._bucket = TokenBucket(rate_limit) if rate_limit else None
         sign = sign or make_sign()
         local_ip = ip or (uploader.ip if uploader is not None else "127.0.0.1")
         self.cfg = ClientConfig(
@@ -114,6 +124,7 @@ class Dfget:
             sleep_scale=sleep_scale,
             poll_timeout=poll_timeout,
             max_concurrent_pieces=max_concurrent_pieces,
+            rate_limit=rate_limit,
             rng=rng,
         )
         self.result = DfgetResult(cid=self.cfg.cid, task_file_name=self.cfg.task_file_name)
@@ -168,7 +179,7 @@ class Dfget:
     # -- phases ----------------------------------------------------------------------------------
 
     async def _run(self, http: httpx.AsyncClient) -> None:
-        api = SupernodeApi(http, self._log, balance=self._balance)
+        api = SupernodeApi(http, self._log)
         p2p_pattern = await self._start_uploader_side(http)
         if not self.nodes:
             await self._back_source(http, REASON_NODE_EMPTY)
@@ -198,6 +209,7 @@ class Dfget:
             self.result,
             uploader=self.uploader if p2p_pattern else None,
             data_file=self._data_file(p2p_pattern),
+            bucket=self._bucket,
         )
         try:
             async with asyncio.timeout(self._download_timeout(registration)):
@@ -270,7 +282,8 @@ class Dfget:
         try:
             async with asyncio.timeout(self.timeout or 300.0):
                 await back_source_download(
-                    http, self.cfg.url, list(self.cfg.headers), self.cfg.output, md5=self.cfg.md5
+                    http, self.cfg.url, list(self.cfg.headers), self.cfg.output, md5=self.cfg.md5,
+                    bucket=self._bucket,
                 )
         except (BackSourceError, TimeoutError) as exc:
             detail = str(exc) or type(exc).__name__

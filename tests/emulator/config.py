@@ -27,8 +27,9 @@ class VersionTraits:
         return self.version >= (1, 0, 1)
 
     @property
-    def retries_piece_suc(self) -> bool:
-        return self.version >= (1, 0, 1)
+    def duplicates_node_list(self) -> bool:
+        """≤ 1.0.4 lists the nodes twice; 1.0.5+ once, never re-registering with the last entry (§5.1)."""
+        return self.version < (1, 0, 5)
 
     @property
     def reports_suc_in_cdn_pattern(self) -> bool:
@@ -77,6 +78,7 @@ class ClientConfig:
     sleep_scale: float = 1.0
     poll_timeout: float = 2.0
     max_concurrent_pieces: int = 4
+    rate_limit: int | None = None  # bytes/s over piece bodies (dfget --locallimit); None: unlimited
     rng: random.Random = field(default_factory=random.Random)
 
     @property

@@ -16,6 +16,7 @@ from app.protocol.pieces import unframe_piece
 from tests.emulator.api import ApiResponse, SupernodeApi, go_struct
 from tests.emulator.config import ClientConfig
 from tests.emulator.merge import Item, ItemMerger
+from tests.emulator.ratelimit import READ_CHUNK, TokenBucket
 from tests.emulator.register import Registrar, Registration
 from tests.emulator.result import DfgetResult, PieceFetch
 from tests.emulator.store import PieceFile, file_digest, place_file
@@ -93,6 +94,7 @@ class P2PDownload:
         *,
         uploader: Uploader | None,
         data_file: Path,
+        bucket: TokenBucket | None = None,
     ) -> None:
         self.cfg = cfg
         self.traits = cfg.traits
@@ -112,6 +114,8 @@ class P2PDownload:
         self.data_file = data_file
         self.file: PieceFile | None = None if cfg.instant_pieces else PieceFile(data_file)
         self._slots = asyncio.Semaphore(cfg.max_concurrent_pieces)
+        # One limiter for all of this dfget's reads, as in dfget (shared by its PowerClients).
+        self._bucket = bucket
         self._wait_ms = (50, 100)
         self._last_rate_call = float("-inf")
         self._downloads: set[asyncio.Task[None]] = set()
@@ -261,7 +265,9 @@ class P2PDownload:
         if self.uploader is None or self.cfg.instant_pieces or loop.time() - self._last_rate_call < 3:
             return
         self._last_rate_call = loop.time()
-        headers = {"User-Agent": SUPERNODE_USER_AGENT, "rateLimit": str(task.down_link * 1024)}
+        # --locallimit when set (here: the emulated limit), else the piece task's downLink in KiB/s.
+        rate = self.cfg.rate_limit or task.down_link * 1024
+        headers = {"User-Agent": SUPERNODE_USER_AGENT, "rateLimit": str(rate)}
         with contextlib.suppress(httpx.HTTPError):
             await self.http.get(f"{self.uploader.base_url}/rate/{self.cfg.task_file_name}", headers=headers)
 
@@ -310,18 +316,16 @@ class P2PDownload:
             "Piecenum": str(task.piece_num),
             "Piecesize": str(task.piece_size),
         }
-        read_timeout = self.traits.piece_timeout(task.piece_size)
-        timeout = httpx.Timeout(read_timeout, connect=3.0 if read_timeout is None else read_timeout)
         try:
-            response = await self.http.get(f"http://{peer}{task.path}", headers=headers, timeout=timeout)
-        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
-            # Unreachable peer, reset connection, or a peerIp/path that is not even a URL.
+            status, body = await self._get_piece(f"http://{peer}{task.path}", headers, task.piece_size)
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, TimeoutError) as exc:
+            # Unreachable peer, reset connection, a body cut short, the 1.0.x piece deadline, or a
+            # peerIp/path that is not even a URL.
             self._fetched(task, peer, None, False, type(exc).__name__)
             return None, None
-        body = response.content
-        if not 200 <= response.status_code < 300:
-            self._fetched(task, peer, response.status_code, False, "http status")
-            if response.status_code == 404:
+        if not 200 <= status < 300:
+            self._fetched(task, peer, status, False, "http status")
+            if status == 404:
                 return None, piece_error_query(
                     error_type="FILE_NOT_EXIST", src_cid=self.cfg.cid, dst_cid=task.cid, task_id=task_id
                 )
@@ -330,7 +334,7 @@ class P2PDownload:
         if expected:
             real = hashlib.md5(body).hexdigest()
             if real != expected:
-                self._fetched(task, peer, response.status_code, False, "md5 mismatch")
+                self._fetched(task, peer, status, False, "md5 mismatch")
                 return None, piece_error_query(
                     error_type="FILE_MD5_NOT_MATCH",
                     src_cid=self.cfg.cid,
@@ -341,8 +345,27 @@ class P2PDownload:
                     real_md5=real,
                     expected_md5=expected,
                 )
-        self._fetched(task, peer, response.status_code, True)
+        self._fetched(task, peer, status, True)
         return unframe_piece(body), None
+
+    async def _get_piece(self, url: str, headers: dict[str, str], piece_size: int) -> tuple[int, bytes]:
+        """GET one piece: (status, whole body), read through the rate limit when there is one.
+
+        1.0.x bounds the whole request by pieceSize/64 KiB + 10 s (Go's client timeout is a deadline,
+        not a per-read limit); 0.4.x only bounds the connect (3 s).
+        """
+        deadline = self.traits.piece_timeout(piece_size)
+        timeout = httpx.Timeout(deadline, connect=3.0 if deadline is None else deadline)
+        async with asyncio.timeout(deadline):
+            if self._bucket is None:
+                response = await self.http.get(url, headers=headers, timeout=timeout)
+                return response.status_code, response.content
+            async with self.http.stream("GET", url, headers=headers, timeout=timeout) as streamed:
+                chunks = []
+                async for chunk in streamed.aiter_bytes(READ_CHUNK):
+                    await self._bucket.take(len(chunk))
+                    chunks.append(chunk)
+                return streamed.status_code, b"".join(chunks)
 
     def _fetched(self, task: PieceTask, peer: str, status: int | None, ok: bool, reason: str = "") -> None:
         self.result.piece_fetches.append(PieceFetch(task.cid, peer, task.range, status, ok, reason))
@@ -369,15 +392,13 @@ class P2PDownload:
         target = piece_suc_query(
             task_id=job.task_id, cid=self.cfg.cid, dst_cid=job.task.cid, piece_range=job.task.range
         )
-        attempts = 3 if self.traits.retries_piece_suc else 1
-        for attempt in range(attempts):
-            # Sent to the node the piece was scheduled by, even after a migration (§8.5).
-            response = await self.api.get(job.node, target)
-            if response.http_status == 200 and response.json_ok:
-                self.notify.put_nowait(None)
-                return
-            if attempt + 1 < attempts:
-                await asyncio.sleep(self.cfg.rng.randint(50, 549) / 1000 * self.cfg.sleep_scale)
+        # Sent once, whatever the answer. PROTOCOL §5.3 reads dfget 1.0.1+ as retrying a failed report up
+        # to 3 times, but dfget 1.0.6 was seen not to (issue 6: a lost report left its piece "in flight"
+        # until its lease ran out), so the emulator keeps the harsher, observed behaviour for every version.
+        # Sent to the node the piece was scheduled by, even after a migration (§8.5).
+        response = await self.api.get(job.node, target)
+        if response.http_status == 200 and response.json_ok:
+            self.notify.put_nowait(None)
 
     def _spawn_report(self, coro: Coroutine[object, object, object]) -> None:
         task = asyncio.create_task(coro)

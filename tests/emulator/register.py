@@ -1,4 +1,9 @@
-"""dfget's registration loop and node-list handling (PROTOCOL §5.1, dfget ≤ 1.0.4 semantics)."""
+"""dfget's registration loop and node-list handling (PROTOCOL §5.1).
+
+Both node-list rules come down to one list of entries consumed front to back: every registration
+attempt (successful or not) uses up the entries up to the one it tried, and a migration continues
+with what is left. When nothing is left, the migration fails and dfget goes back to the source.
+"""
 
 from __future__ import annotations
 
@@ -36,13 +41,23 @@ class RegisterFailed(Exception):
         self.code = code
 
 
-def adjust_node_list(nodes: Sequence[str], *, shuffle: bool, rng: random.Random) -> list[str]:
-    """``adjustSupernodeList``: one node becomes [n, n]; several are (shuffled and) listed twice."""
+def adjust_node_list(
+    nodes: Sequence[str], *, shuffle: bool, rng: random.Random, duplicate: bool = True
+) -> list[str]:
+    """The entries a dfget registers with, in order.
+
+    ``duplicate`` (dfget ≤ 1.0.4, ``adjustSupernodeList``): one node becomes [n, n]; several are
+    (shuffled and) listed twice. dfget 1.0.5+ (``duplicate=False``) lists every entry once (its locator
+    shuffles them) and never registers again with the entry it last used, so N entries allow N−1
+    migrations: ``--node VIP,VIP,VIP`` gives two. ``shuffle=False`` keeps the order for tests.
+    """
     listed = list(nodes)
-    if len(listed) <= 1:
-        return listed * 2
     if shuffle:
         rng.shuffle(listed)
+    if not duplicate:
+        return listed
+    if len(listed) <= 1:
+        return listed * 2
     return listed + listed
 
 
