@@ -22,8 +22,10 @@ API
     (the form app/core/redis.py parses). ``master_address()`` (what the sentinels announce),
     ``master()`` (the RedisServer at that address), ``kill_master()`` -> monotonic time of the kill,
     ``wait_failover(timeout)`` -> (new master address, seconds from the kill until a sentinel
-    announced it), ``restart_old_master(as_replica=True)`` (it comes back as a replica of the new
-    master; ``as_replica=False``: as a master, and the sentinels demote it, ~15 s), ``stop()``.
+    announced it), ``failover()`` (SENTINEL FAILOVER: the master lives on, demoted ~10 s later),
+    ``demote(server)`` (REPLICAOF the announced master now), ``restart_old_master(as_replica=True)``
+    (it comes back as a replica of the new master; ``as_replica=False``: as a master, and the
+    sentinels demote it, ~10 s), ``stop()``.
 """
 
 from __future__ import annotations
@@ -359,11 +361,37 @@ class SentinelTopology:
         address = _wait(announced, timeout, f"a failover away from {old}", self.logs)
         return address, first["at"] - killed_at
 
+    def failover(self, timeout: float = 15.0) -> tuple[tuple[str, int], float]:
+        """SENTINEL FAILOVER: promote the replica while the master lives on. (new master address, seconds
+        until a majority of sentinels announce it). The sentinels demote the old master only ~10 s
+        later; ``demote(old)`` does it at once."""
+        old = self.master()
+        started = time.monotonic()
+        self.sentinels[0].command("SENTINEL", "FAILOVER", self.master_name)
+
+        def announced() -> tuple[str, int] | None:
+            new = [a for a in (s.master_addr() for s in self.sentinels) if a is not None and a != old.address]
+            return new[0] if len(new) >= 2 and len(set(new)) == 1 else None
+
+        address = _wait(announced, timeout, f"a forced failover away from {old.address}", self.logs)
+        return address, time.monotonic() - started
+
+    def demote(self, server: RedisServer, timeout: float = 10.0) -> None:
+        """Make ``server`` a replica of the announced master now, as the sentinels would in time."""
+        host, port = self.master_address()
+        with server.client() as client:
+            client.execute_command("REPLICAOF", host, str(port))
+
+        def replica() -> bool:
+            return server.info("replication").get("role") == "slave"
+
+        _wait(replica, timeout, f"{server.address} to turn replica", self.logs)
+
     def restart_old_master(self, timeout: float = 30.0, *, as_replica: bool = True) -> None:
         """Start the killed master again on its port and dir; return once it is a replica of the new
         master with its link up. ``as_replica``: it starts configured as that replica, as an
         orchestrator would restart it (~0.1 s). Otherwise it comes back believing it is the master, and
-        the sentinels demote it: they wait to see it claim the role for 8 s, then reconfigure it (~15 s).
+        the sentinels demote it: they wait to see it claim the role for 8 s, then reconfigure it (~10 s).
         """
         if self.killed is None:
             raise RedisServerError("restart_old_master() without kill_master()")

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.audit.db import AuditNotConfigured, create_engine, database_url
-from app.audit.writer import AuditWriter
+from app.audit.writer import BLOCK_MS, AuditWriter
 from app.core.config import Settings
 
 log = logging.getLogger("app.audit")
@@ -40,7 +40,10 @@ class AuditRuntime:
             return cls(None, None, str(exc), configured=False)
         try:
             engine = create_engine(url)
-            writer = AuditWriter(redis, engine, consumer)
+            # A blocked XREADGROUP waits for its reply like any command: it must end well inside the
+            # socket timeout, or every idle read would count as Redis gone.
+            block_ms = min(BLOCK_MS, int(settings.redis_socket_timeout_seconds * 1000 / 2))
+            writer = AuditWriter(redis, engine, consumer, block_ms=max(1, block_ms))
         except Exception as exc:  # a malformed URL or a missing driver: say so, keep serving dfget
             # The message may quote the URL, password included.
             reason = f"{type(exc).__name__}: {exc}"

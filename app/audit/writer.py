@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.audit.migrate import upgrade_to_head
 from app.audit.models import AuditRow
 from app.audit.rows import to_row
+from app.core.redis import OutageLog
 from app.state import schema
 
 log = logging.getLogger("app.audit.writer")
@@ -41,6 +42,7 @@ CLAIM_IDLE_MS = 60_000  # far above one batch's commit time, so live consumers a
 CLAIM_EVERY_SECONDS = 30.0
 REPORT_EVERY_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 10.0  # how long writing may lag behind a recovered database, at most
+REDIS_BACKOFF_CAP_SECONDS = 1.0  # how long reading may lag behind a recovered Redis, at most
 DEAD_CONSUMER_IDLE_MS = 3_600_000  # replicas get a new consumer name per process; forget old empty ones
 WRITE_TIMEOUT_SECONDS = 60.0
 
@@ -82,20 +84,28 @@ class AuditWriter:
         await self._retrying("prepare", self._prepare)
         self.ready.set()
         log.info("audit consumer %s writing %s to %s", self.consumer, schema.AUDIT_STREAM, self._db())
-        failures = 0
+        outage = OutageLog(log, f"audit consumer {self.consumer}: reading {schema.AUDIT_STREAM}")
         while True:
             try:
                 entries = await self._next_entries()
+                outage.succeeded()
                 if entries:
                     await self._store(entries)
                 await self._report()
-                failures = 0
-            except Exception as exc:  # Redis away, mostly; the loop itself must never die
-                failures += 1
-                log.warning("audit consumer: %s: %s; retrying", type(exc).__name__, str(exc)[:300])
-                await asyncio.sleep(self._backoff(failures))
+            except Exception as exc:  # Redis away, mostly (an outage, a failover); the loop must never die
+                # A reply lost with its connection may have delivered entries to us: read our own
+                # pending entries first, or they would wait for a takeover.
+                self._own_pending = True
                 if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
-                    await self._retrying("group", self._ensure_group)  # the stream was deleted (FLUSHDB)
+                    # The stream or its group is gone: a FLUSHDB, or a failover to a replica that never
+                    # got them. Create it again (from id 0: whatever the stream still holds is written).
+                    log.warning("audit consumer: group %s of %s missing; creating it again",
+                                schema.AUDIT_GROUP, schema.AUDIT_STREAM)
+                    await self._retrying("group", self._ensure_group)
+                    continue
+                outage.failed(exc)
+                # Redis is cheap to ask: wait at most a second, so that writing resumes right after it.
+                await asyncio.sleep(min(REDIS_BACKOFF_CAP_SECONDS, 0.05 * 2 ** min(outage.failures, 5)))
 
     async def _next_entries(self) -> list[Entry]:
         if self._own_pending:
@@ -174,7 +184,9 @@ class AuditWriter:
                 raise
 
     async def _retrying(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
-        """Run ``step`` until it succeeds: the database (or Redis) being away only delays the log."""
+        """Run ``step`` until it succeeds: the database (or Redis) being away only delays the log.
+
+        One WARNING when it starts failing and one INFO when it succeeds, not a line per attempt."""
         attempt = 0
         while True:
             try:
@@ -182,8 +194,9 @@ class AuditWriter:
             except Exception as exc:  # driver errors are not one hierarchy (asyncpg, sqlite3, OSError, ...)
                 attempt += 1
                 delay = self._backoff(attempt)
-                log.warning(
-                    "audit consumer: %s failed (attempt %d, %s: %s); retrying in %.1fs",
+                level = logging.WARNING if attempt == 1 else logging.DEBUG
+                log.log(
+                    level, "audit consumer: %s failed (attempt %d, %s: %s); retrying in %.1fs",
                     what, attempt, type(exc).__name__, str(exc)[:300], delay,
                 )
                 await asyncio.sleep(delay)

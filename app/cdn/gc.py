@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from app.cdn.storage import LocalSeedStorage
 from app.core.config import Settings
+from app.core.redis import OutageLog
 from app.state import schema
 
 log = logging.getLogger("app.cdn.gc")
@@ -81,10 +82,13 @@ async def collect_once(redis: aioredis.Redis, storage: LocalSeedStorage, setting
 
 async def run_gc_loop(redis: aioredis.Redis, storage: LocalSeedStorage, settings: Settings) -> None:
     interval = settings.gc_interval_seconds
+    outage = OutageLog(log, "disk GC")
     while True:
         await asyncio.sleep(interval)
         try:
             if await redis.set(GC_LOCK, os.getpid(), nx=True, ex=max(1, int(interval))):
                 await collect_once(redis, storage, settings, int(time.time() * 1000))
-        except Exception:
-            log.exception("disk GC failed; retrying in %.0fs", interval)
+        except Exception as exc:  # Redis away or a disk error: the next round tries again
+            outage.failed(exc)
+        else:
+            outage.succeeded()

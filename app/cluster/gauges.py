@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from prometheus_client import Gauge
-from redis.exceptions import RedisError
 
+from app.core.redis import OutageLog
 from app.preheat.model import Status
 from app.state import schema
 
@@ -92,9 +92,12 @@ async def refresh(redis: aioredis.Redis) -> None:
 
 
 async def run_gauge_loop(redis: aioredis.Redis, interval: float) -> None:
+    outage = OutageLog(log, "cluster gauges refresh")
     while True:
         try:
             await refresh(redis)
-        except (RedisError, OSError) as exc:  # a Redis blip: the gauges keep their last values
-            log.warning("cluster gauges not refreshed: %s", exc)
+        except Exception as exc:  # a Redis outage: the gauges keep their last values, the loop goes on
+            outage.failed(exc)
+        else:
+            outage.succeeded()
         await asyncio.sleep(interval)

@@ -18,6 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from app.core.config import Settings
+from app.core.redis import OutageLog, is_outage
 from app.peers.service import PeerService
 from app.state import schema
 
@@ -66,19 +67,26 @@ class ReplicaPresence:
         try:
             await PeerService(self.redis, self.settings).ensure_cdn_peer(socket.gethostname())
             await self.beat()
-        except Exception:
+        except Exception as exc:
             # Redis may be failing over; the loop keeps trying, and dfget traffic does not wait for it.
-            log.exception("replica %s: first heartbeat failed", self.id)
+            if is_outage(exc):
+                log.warning("replica %s: first heartbeat failed, Redis unavailable (%s); the loop retries",
+                            self.id, type(exc).__name__)
+            else:
+                log.exception("replica %s: first heartbeat failed", self.id)
 
     async def run(self) -> None:
         """Heartbeat until cancelled (lifespan shutdown), then leave the list at once."""
+        outage = OutageLog(log, f"replica {self.id}: heartbeat")
         try:
             while True:
                 await asyncio.sleep(self.settings.replica_heartbeat_seconds)
                 try:
                     await self.beat()
-                except Exception:
-                    log.warning("replica %s: heartbeat failed; retrying", self.id, exc_info=True)
+                except Exception as exc:  # the loop must outlive any outage
+                    outage.failed(exc)
+                else:
+                    outage.succeeded()
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.leave())

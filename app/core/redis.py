@@ -1,20 +1,39 @@
 """Redis connections: a real server (plain or Sentinel) in cluster mode, an in-process
-Redis-compatible server in embedded mode. Both run the same Lua scripts."""
+Redis-compatible server in embedded mode. Both run the same Lua scripts.
+
+In cluster mode every command has a reply deadline (``DF_REDIS_SOCKET_TIMEOUT_SECONDS``) and a short
+retry that rides one dropped connection, nothing longer: a longer outage reaches the request handlers,
+which know what to answer dfget meanwhile (``is_outage`` below). Behind Sentinel, every (re)connection
+asks the sentinels where the master is and checks the answer with ROLE, so that no connection keeps
+talking to a dead or demoted master after a failover.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.utils import str_if_bytes
 
 from app.core.config import Settings
 
 _embedded_server: Any = None
+
+# Idle connections are PINGed before use after this long, so that one dropped while idle (a restart, a
+# load balancer's idle timeout) is replaced before a request's command, not after it failed.
+_HEALTH_CHECK_SECONDS = 30
+# How often a Sentinel pool asks the sentinels where the master is, besides every (re)connect.
+_SENTINEL_REFRESH_SECONDS = 1.0
 
 
 def create_redis(settings: Settings) -> aioredis.Redis:
@@ -22,22 +41,41 @@ def create_redis(settings: Settings) -> aioredis.Redis:
         return _embedded_redis(settings)
     url = settings.redis_url
     if url.startswith("redis+sentinel://"):
-        return _sentinel_redis(url, settings.redis_sentinel_master, settings.redis_max_connections)
+        return _sentinel_redis(url, settings)
     # A blocking pool: past the bound a request waits for a connection (well inside dfget's 5 s) instead
-    # of failing. ``?max_connections=`` in the URL still wins, as redis-py documents.
+    # of failing. ``?max_connections=`` (or ``?socket_timeout=``) in the URL still wins, as redis-py
+    # documents.
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, decode_responses=True, health_check_interval=30, retry=_blip_retry(),
+        url, decode_responses=True, health_check_interval=_HEALTH_CHECK_SECONDS, retry=_blip_retry(),
         max_connections=settings.redis_max_connections, timeout=settings.redis_pool_timeout_seconds,
+        **_timeouts(settings),
     )
     return aioredis.Redis.from_pool(pool)
 
 
-def _blip_retry() -> Retry:
-    """Ride out a Redis blip (failover, dropped connections) within dfget's 5 s budget.
+def _timeouts(settings: Settings) -> dict[str, float]:
+    return {
+        "socket_timeout": settings.redis_socket_timeout_seconds,
+        "socket_connect_timeout": settings.redis_connect_timeout_seconds,
+    }
 
-    Every script is safe to run twice: a reply lost on a dropped connection is recomputed the same way.
+
+def _blip_retry() -> Retry:
+    """Ride out one dropped connection, and nothing longer.
+
+    A command whose connection Redis closed (a restart, a failover, an idle connection cut) is worth a
+    few more tries on a fresh connection; every script is safe to run twice, as a reply lost on a
+    dropped connection is recomputed the same way. At most 3 retries and 0.25 s of sleep in all. A
+    longer outage is not hidden here: the request handlers decide what dfget gets meanwhile (602, 609,
+    a buffered report), and a retry of seconds here would push a registration past dfget's 5 s.
+
+    Timeouts are not retried: a Redis that did not answer within the socket timeout will not answer the
+    next try either, and each try would cost another socket timeout.
     """
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=6)
+    return Retry(
+        ExponentialWithJitterBackoff(base=0.025, cap=0.1), retries=3,
+        supported_errors=(redis_errors.ConnectionError,),
+    )
 
 
 def _embedded_redis(settings: Settings) -> aioredis.Redis:
@@ -59,7 +97,7 @@ def _embedded_redis(settings: Settings) -> aioredis.Redis:
     return client
 
 
-def _sentinel_redis(url: str, default_master: str, max_connections: int) -> aioredis.Redis:
+def _sentinel_redis(url: str, settings: Settings) -> aioredis.Redis:
     """``redis+sentinel://[:password@]host1:26379,host2:26379/<db>?master=<name>``."""
     parsed = urlparse(url)
     hosts = []
@@ -67,13 +105,122 @@ def _sentinel_redis(url: str, default_master: str, max_connections: int) -> aior
         host, _, port = item.partition(":")
         hosts.append((host, int(port or 26379)))
     query = parse_qs(parsed.query)
-    master = query.get("master", [default_master])[0]
+    master = query.get("master", [settings.redis_sentinel_master])[0]
     db = int(parsed.path.strip("/") or 0)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        hosts, password=parsed.password, db=db, decode_responses=True, retry=_blip_retry()
+        hosts,
+        # The sentinel queries get the same deadlines and no retry of their own: a dead sentinel is
+        # skipped for the next one at once (redis-py's default retry would back off for seconds on it).
+        sentinel_kwargs={**_timeouts(settings), "retry": Retry(NoBackoff(), 0)},
+        password=parsed.password, db=db, decode_responses=True, retry=_blip_retry(),
+        health_check_interval=_HEALTH_CHECK_SECONDS, **_timeouts(settings),
     )
-    client: aioredis.Redis = sentinel.master_for(master, max_connections=max_connections)
+    client: aioredis.Redis = sentinel.master_for(
+        master, connection_pool_class=_SentinelPool, connection_class=_SentinelConnection,
+        max_connections=settings.redis_max_connections, timeout=settings.redis_pool_timeout_seconds,
+    )
     return client
+
+
+class _SentinelConnection(SentinelManagedConnection):
+    """A connection to the master that asks the sentinels where it is on every (re)connect."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        # A command retried after its connection dropped lands here disconnected, and redis-py reconnects
+        # it (Connection.connect_check_health) to the address it had: after a failover, the dead or
+        # demoted old master. Seen: a seed write failing on the dead master. Ask the sentinels instead;
+        # one attempt, since the command's own retry loops.
+        if not self.is_connected:
+            await self.connect_to(await self.connection_pool.get_master_address())
+        await super().send_packed_command(command, check_health)
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        await super().connect_to(address)  # type: ignore[no-untyped-call]
+        # What the sentinels named may be stale (a sentinel that missed the failover, an old master
+        # restarted before it is demoted): check the role, as Sentinel's client guidelines ask. Once per
+        # connection, and connections are pooled.
+        await self.send_command("ROLE", check_health=False)
+        reply = await self.read_response()
+        role = str_if_bytes(reply[0]) if reply else "?"
+        if role != "master":
+            await self.disconnect()
+            raise redis_errors.ConnectionError(f"{address[0]}:{address[1]} is a {role}, not the master")
+
+
+class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """redis-py's Sentinel pool, bounded and queueing like the plain one, and never handing out a
+    connection that still points at a master the sentinels no longer announce.
+
+    redis-py only asks the sentinels when a connection (re)connects. A master that is demoted alive (a
+    forced failover, a partition) keeps its connections, and the sentinels make it a replica only ~10 s
+    later: writes that land on it meanwhile are lost when it resyncs. So the pool also asks the
+    sentinels once a second, in the background (a hung sentinel must not hold a request).
+    """
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        self._asked_at = 0.0
+        self._asking: asyncio.Task[None] | None = None
+
+    async def ensure_connection(self, connection: AbstractConnection) -> None:
+        self._ask_sentinels_now_and_then()
+        if (
+            connection.is_connected and self.master_address is not None
+            and (getattr(connection, "host", None), getattr(connection, "port", None)) != self.master_address
+        ):
+            # Connected to the master before the last failover (the pool then drops only the idle
+            # connections): reconnect it through the sentinels.
+            await connection.disconnect()
+        await super().ensure_connection(connection)
+
+    def _ask_sentinels_now_and_then(self) -> None:
+        now = time.monotonic()
+        if now - self._asked_at < _SENTINEL_REFRESH_SECONDS or (self._asking is not None and not self._asking.done()):
+            return
+        self._asked_at = now
+        self._asking = asyncio.create_task(self._ask_sentinels(), name="redis-sentinel-refresh")
+
+    async def _ask_sentinels(self) -> None:
+        # No master known right now (mid-failover): keep the last one; connections fail and reconnect.
+        with contextlib.suppress(redis_errors.RedisError, OSError):
+            await self.get_master_address()  # type: ignore[no-untyped-call]  # a new address drops idle ones
+
+
+class OutageLog:
+    """One WARNING when a background loop's calls start failing, one INFO when they work again.
+
+    A loop retrying through a 10 s Redis outage (a failover, a restart) must neither die nor log a
+    traceback per attempt. Errors that are not an outage (a bug) get their traceback, once per streak.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self.logger = logger
+        self.what = what
+        self.since: float | None = None  # monotonic time of the streak's first failure
+        self.failures = 0
+
+    @property
+    def failing(self) -> bool:
+        return self.since is not None
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        if self.since is not None:
+            return
+        self.since = time.monotonic()
+        if is_outage(exc):
+            self.logger.warning("%s failed, Redis unavailable (%s: %s); retrying until it answers",
+                                self.what, type(exc).__name__, str(exc)[:200])
+        else:
+            self.logger.warning("%s failed; retrying", self.what, exc_info=exc)
+
+    def succeeded(self) -> None:
+        if self.since is None:
+            return
+        self.logger.info("%s works again after %.1f s and %d failed attempts",
+                         self.what, time.monotonic() - self.since, self.failures)
+        self.since = None
+        self.failures = 0
 
 
 # Errors that mean "the state store cannot be used right now" rather than "this request is wrong":
