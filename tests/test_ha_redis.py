@@ -200,6 +200,9 @@ async def test_redis_restart_with_aof_mid_swarm(tmp_path: Path, broker_url: str,
 
     async def restart() -> None:
         server.kill()
+        # Down for 2 s, as a crashed Redis under a supervisor: connections are refused meanwhile. The
+        # downtime is the condition under test, so it is a plain wait.
+        await asyncio.sleep(2)
         await asyncio.to_thread(server.restart)
 
     try:
