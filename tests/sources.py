@@ -4,11 +4,14 @@ Serves named byte blobs at ``/<name>`` with Content-Length, Last-Modified and ET
 If-None-Match / If-Modified-Since (304), single ``Range`` requests (206/416) and If-Range. Per blob it
 can simulate a fixed status (404, 500, ...), 401 unless ``Authorization`` matches, no Content-Length
 (chunked), a truncated body, a length change after the first GET (``then``), a slow start
-(``delay``), a slow steady body (``pace``), a redirect, and a pre-encoded body (``content_encoding``).
+(``delay``), a slow steady body (``pace`` between chunks, or a ``rate`` in bytes/s), a redirect, a
+pre-encoded body (``content_encoding``), and a new ETag for the same bytes (``etag_suffix``).
 
 Counters per path (:class:`PathStats`): ``requests`` (anything), ``gets``, ``full_gets`` (GETs whose
 *whole* 200 body was written: a probe that hangs up after the headers does not count), ``range_gets``,
-``not_modified``, ``aborted``, ``done_at`` (monotonic time the last full body was written) and
+``not_modified``, ``aborted``, ``bytes_sent`` (body bytes handed to the connection, over every
+request, aborted ones included), ``bodies`` ((status, bytes sent) of each body, in the order they
+ended), ``done_at`` (monotonic time the last full body was written) and
 the request headers seen. A short pause between the headers and
 the body (``grace``) lets a client that closes after the headers be told apart from one that reads.
 
@@ -68,6 +71,8 @@ class Blob:
     ranges: bool = True  # honour Range
     content_encoding: str | None = None  # sent as Content-Encoding; ``data`` must already be encoded
     pace: float = 0.0  # seconds between 256 KiB body chunks (a slow, steady source)
+    rate: float = 0.0  # body bytes per second of each response (0: as fast as the client reads)
+    etag_suffix: str = ""  # appended inside the ETag: the same bytes under a new validator
     served: int = 0  # GETs that reached the content; drives ``then``
     _etags: list[tuple[bytes, str]] = field(default_factory=list, repr=False)
 
@@ -75,9 +80,9 @@ class Blob:
         # Hashing a big blob on every request would make the origin slow to answer; remember it.
         for known, tag in self._etags:
             if known is data:
-                return tag
+                return tag[:-1] + self.etag_suffix + '"'
         self._etags = [*self._etags[-1:], (data, etag_of(data))]
-        return self._etags[-1][1]
+        return self._etags[-1][1][:-1] + self.etag_suffix + '"'
 
     def current(self) -> tuple[bytes, float]:
         if self.then is not None and self.served > 1:
@@ -93,6 +98,8 @@ class PathStats:
     range_gets: int = 0
     not_modified: int = 0
     aborted: int = 0
+    bytes_sent: int = 0
+    bodies: list[tuple[int, int]] = field(default_factory=list)
     done_at: float = 0.0  # time.monotonic() when the last body was completely written
     headers: list[dict[str, str]] = field(default_factory=list)
 
@@ -255,19 +262,29 @@ class SourceServer:
         if self.grace:
             await asyncio.sleep(self.grace)  # a prober hangs up here
         limit = len(body) // 2 if blob.truncate else len(body)
+        started, sent = time.monotonic(), 0
         try:
             for offset in range(0, limit, _CHUNK):
                 if blob.pace and offset:
                     await asyncio.sleep(blob.pace)
-                await response.write(bytes(body[offset : min(offset + _CHUNK, limit)]))
+                if blob.rate and offset:
+                    # Against the clock, not per chunk: sleep overheads do not add up.
+                    await asyncio.sleep(max(started + offset / blob.rate - time.monotonic(), 0))
+                chunk = bytes(body[offset : min(offset + _CHUNK, limit)])
+                await response.write(chunk)
+                sent += len(chunk)
+                stats.bytes_sent += len(chunk)
             if blob.truncate:
                 assert request.transport is not None
                 request.transport.close()  # the client sees EOF before the announced length
+                stats.bodies.append((status, sent))
                 return response
             await response.write_eof()
         except ConnectionError:
             stats.aborted += 1
+            stats.bodies.append((status, sent))
             return response
+        stats.bodies.append((status, sent))
         stats.done_at = time.monotonic()
         if status == 206:
             stats.range_gets += 1
@@ -373,7 +390,8 @@ async def _run(args: argparse.Namespace) -> None:
     server = SourceServer(args.host, args.port, args.grace)
     for spec in args.file:
         name, _, path = spec.partition("=")
-        server.add(name, Path(path).read_bytes())  # noqa: ASYNC240 - before serving anything
+        blob = server.add(name, Path(path).read_bytes())  # noqa: ASYNC240 - before serving anything
+        blob.etag(blob.data)  # hashed now: a 1 GiB file would make the first request wait seconds
     async with server:
         print(f"READY {server.base_url}", flush=True)
         await asyncio.Event().wait()

@@ -18,6 +18,7 @@ from app.cdn.source import (
     is_fresh,
     make_source_client,
     open_source,
+    parse_content_range,
     parse_http_date_ms,
     probe_source,
 )
@@ -183,6 +184,37 @@ async def test_open_source_errors_and_range(src: SourceServer, client: httpx.Asy
         assert response.status == 206
         assert b"".join([chunk async for chunk in response.chunks()]) == bytes(range(250, 256))
     assert src.stats("f").headers[-1]["Range"] == "bytes=250-"
+
+
+async def test_if_range_resume_and_exact_byte_count(src: SourceServer, client: httpx.AsyncClient) -> None:
+    data = os.urandom(3 * 256 * 1024 + 77)
+    blob = src.add("f", data)
+    etag = blob.etag(data)
+    async with open_source(client, src.url("f"), {}, range_start=1000, if_range=etag) as response:
+        assert (response.status, response.content_range, response.length) == (206, (1000, len(data) - 1, len(data)),
+                                                                              len(data) - 1000)
+        assert response.accept_ranges == "bytes"
+        assert b"".join([chunk async for chunk in response.chunks()]) == data[1000:]
+    sent = src.stats("f").headers[-1]
+    assert (sent["Range"], sent["If-Range"]) == ("bytes=1000-", etag)
+    # Same bytes, a new ETag: If-Range no longer matches and the whole file comes back as a 200.
+    blob.etag_suffix = "-2"
+    assert blob.etag(data) != etag
+    async with open_source(client, src.url("f"), {}, range_start=1000, if_range=etag) as response:
+        assert (response.status, response.content_range, response.length) == (200, None, len(data))
+        assert b"".join([chunk async for chunk in response.chunks()]) == data
+    stats = src.stats("f")
+    assert (stats.range_gets, stats.full_gets, stats.bytes_sent) == (1, 1, 2 * len(data) - 1000)
+
+
+def test_parse_content_range() -> None:
+    assert parse_content_range("bytes 0-9/10") == (0, 9, 10)
+    assert parse_content_range(" bytes 5-9/10 ") == (5, 9, 10)
+    bad_values = (
+        None, "", "bytes 0-9/*", "bytes */10", "bytes 9-0/10", "bytes 0-10/10", "items 0-9/10", "bytes -1-9/10"
+    )
+    for bad in bad_values:
+        assert parse_content_range(bad) is None, bad
 
 
 def test_source_server_as_subprocess(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ def create_celery(broker_url: str) -> Celery:
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
-        # A job whose worker dies is redelivered; the seed epoch/lease in Redis keeps it single.
+        # A job whose worker dies is redelivered (preheat jobs; seed jobs opt out, see workers.tasks);
+        # their epoch/lease and claim in Redis keep them single.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

@@ -18,7 +18,12 @@ settings = get_settings()
 app = create_celery(settings.broker_url or "memory://")
 
 
-@app.task(name="workers.tasks.seed")
+# Acknowledged when it starts, unlike the other tasks: the seed lease in Redis is what restarts a seed
+# whose worker died (the next pull after the lease lapses starts a new epoch, which resumes from the
+# pieces on disk). A redelivered message could never help: its epoch is either superseded or claimed
+# by the run that died (the claim of _seed.lua refuses a second run of an epoch), and with the Redis
+# broker it would only come back after the visibility timeout, an hour later.
+@app.task(name="workers.tasks.seed", acks_late=False, reject_on_worker_lost=False)
 def seed(tid: str, epoch: int) -> str:
     """Fill the shared seed cache for one task (the same function embedded mode runs in-process)."""
     return asyncio.run(_seed(tid, epoch))

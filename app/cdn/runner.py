@@ -19,12 +19,14 @@ log = logging.getLogger("app.cdn.runner")
 
 async def run_seed_job(state: ClusterState, storage: SeedStorage, tid: str, epoch: int) -> SeedOutcome | None:
     """Seed (tid, epoch) unless a newer epoch superseded it. Never raises for source problems."""
-    job = await state.seed_job(tid, epoch)
-    if job is None or not await state.seed_heartbeat(tid, epoch):
-        log.info("seed job %s epoch %s is no longer current; skipping", tid, epoch)
-        return None
     settings = state.settings
+    # The sink rides out Redis outages; its first heartbeat claims the epoch for this run only, so a
+    # redelivered or duplicated job of the same epoch stops here.
     sink = RedisSeedSink(state)
+    job = await sink.job(tid, epoch)
+    if job is None or not await sink.heartbeat(tid, epoch):
+        log.info("seed job %s epoch %s is no longer current (or already running elsewhere); skipping", tid, epoch)
+        return None
     # One XADD per event, the same buffer the API uses; the database is never awaited here.
     audit = RedisAuditLog(state.redis, settings.audit_stream_maxlen)
     await audit.record(AuditEvent(actor="seeder", action="seed.started", task_id=tid, target=job.task_url,

@@ -279,6 +279,8 @@ class SourceResponse:
     last_modified_ms: int
     etag: str
     decoded: bool
+    accept_ranges: str = ""  # the Accept-Ranges header, lower case ("none": never ask for a range)
+    content_range: tuple[int, int, int] | None = None  # (first, last, total) of a 206
 
     @property
     def status(self) -> int:
@@ -298,6 +300,17 @@ class SourceResponse:
             raise SourceError("truncated", f"source body of {self.url} cut short: {exc!r}") from exc
 
 
+def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
+    """``bytes <first>-<last>/<total>`` → (first, last, total); None for anything else (``*`` totals too)."""
+    unit, _, spec = (value or "").strip().partition(" ")
+    span, _, total = spec.partition("/")
+    first, _, last = span.partition("-")
+    if unit.lower() != "bytes" or not all(part.isdigit() for part in (first, last, total)):
+        return None
+    parsed = int(first), int(last), int(total)
+    return parsed if parsed[0] <= parsed[1] < parsed[2] else None
+
+
 @asynccontextmanager
 async def open_source(
     client: httpx.AsyncClient,
@@ -306,21 +319,26 @@ async def open_source(
     *,
     range_start: int | None = None,
     range_end: int | None = None,
+    if_range: str | None = None,
 ) -> AsyncIterator[SourceResponse]:
     """Start the download GET; raises SourceError unless the answer is 200 (or 206).
 
-    With ``range_start`` a ``Range: bytes=<start>-<end>`` is sent and only 206 is accepted (resume).
-    Without it, 200 and 206 are both accepted, like Go 1.0.x (206 appears when the user's own
-    headers carry a Range; the partial body is then what dfget would store as well).
+    With ``range_start`` a ``Range: bytes=<start>-<end>`` is sent and only 206 is accepted, unless
+    ``if_range`` (an ETag or HTTP date) is given too: then the origin answers 206 while the file is
+    unchanged and 200 with the whole file otherwise, and both are accepted (a resume, which checks
+    ``content_range`` itself). Without a range, 200 and 206 are both accepted, like Go 1.0.x (206 appears
+    when the user's own headers carry a Range; the partial body is then what dfget would store as well).
     """
     extra: dict[str, str] = {}
     if range_start is not None:
         end = "" if range_end is None else str(range_end)
         extra["Range"] = f"bytes={range_start}-{end}"
+        if if_range:
+            extra["If-Range"] = if_range
     wanted = request_headers(headers, extra)
     response = await send_get(client, url, wanted)
     try:
-        accepted = (206,) if range_start is not None else (200, 206)
+        accepted = (206,) if range_start is not None and not if_range else (200, 206)
         if response.status_code not in accepted:
             reason = classify_status(response.status_code) or "server"
             raise SourceError(reason, status_message(response.status_code, url), response.status_code)
@@ -332,6 +350,9 @@ async def open_source(
             last_modified_ms=parse_http_date_ms(response.headers.get("last-modified")),
             etag=response.headers.get("etag", ""),
             decoded=decoded,
+            accept_ranges=response.headers.get("accept-ranges", "").strip().lower(),
+            content_range=parse_content_range(response.headers.get("content-range"))
+            if response.status_code == 206 else None,
         )
     finally:
         await response.aclose()

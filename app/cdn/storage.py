@@ -2,7 +2,10 @@
 
 Layout follows the Go supernode (PROTOCOL §9.4): ``<base>/download/<id[0:3]>/<id>`` holds the framed
 file, with ``.meta`` (JSON) and ``.md5`` (piece md5 lines) beside it. Every replica and worker mounts
-the same directory, so any replica can serve any seeded piece.
+the same directory, so any replica can serve any seeded piece. Ours adds ``.journal`` while a seed runs:
+the id of the download (also in ``.meta``), then one ``<md5>:<framed length>`` line per piece, appended
+and fsync'd only after the piece itself was fsync'd, so that a seed restarted after a crash knows which
+pieces are durable (see app.cdn.resume).
 """
 
 from __future__ import annotations
@@ -29,6 +32,19 @@ class SeedStorage(Protocol):
 
     def open_for_write(self, tid: str, truncate: bool) -> int:
         """A raw file descriptor for positional writes (os.pwrite) of framed pieces."""
+
+    def read_journal(self, tid: str) -> list[str]:
+        """The complete lines of the piece journal (a torn last line is left out); [] when none."""
+
+    def write_journal(self, tid: str, lines: list[str]) -> None:
+        """Replace the journal atomically (a resume keeps the lines of the pieces it verified)."""
+
+    def open_journal(self, tid: str) -> int:
+        """A raw descriptor appending to the journal (os.write of one line, then os.fsync)."""
+
+    def reset(self, tid: str) -> None:
+        """Forget a seed's progress (journal, .md5, .meta) but keep the data file: it is rewritten in
+        place, so a piece upload still reading an old piece never sees a hole."""
 
     def delete(self, tid: str) -> None: ...
 
@@ -75,10 +91,30 @@ class LocalSeedStorage:
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
         return os.open(path, flags, 0o644)
 
-    def delete(self, tid: str) -> None:
-        for path in (self.data_path(tid), self._sibling(tid, ".meta"), self._sibling(tid, ".md5")):
+    def read_journal(self, tid: str) -> list[str]:
+        try:
+            text = self._sibling(tid, ".journal").read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return text.split("\n")[:-1]  # the part after the last newline is torn (or empty)
+
+    def write_journal(self, tid: str, lines: list[str]) -> None:
+        self._atomic_write(self._sibling(tid, ".journal"), "".join(f"{line}\n" for line in lines).encode())
+
+    def open_journal(self, tid: str) -> int:
+        path = self._sibling(tid, ".journal")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def reset(self, tid: str) -> None:
+        for suffix in (".journal", ".md5", ".meta"):
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                self._sibling(tid, suffix).unlink()
+
+    def delete(self, tid: str) -> None:
+        self.reset(tid)
+        with contextlib.suppress(FileNotFoundError):
+            self.data_path(tid).unlink()
 
     def disk_usage(self) -> int:
         total = 0

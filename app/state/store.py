@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from app.cdn.sink import SeedJob, SeedOutcome
+from app.cdn.sink import FinishResult, SeedJob, SeedOutcome
 from app.core.config import Settings
+from app.core.redis import is_outage
 from app.scheduler.core import CDN
 from app.state import schema
 from app.state.scripts import script_source
+
+log = logging.getLogger("app.state.store")
+_T = TypeVar("_T")
 
 
 def now_ms() -> int:
@@ -180,19 +189,25 @@ class ClusterState:
             piece_size=int(fields["pieceSize"]),
         )
 
-    async def seed_heartbeat(self, tid: str, epoch: int) -> bool:
-        return bool(await self._run("seed_heartbeat", tid, epoch, int(self.settings.seed_lease_seconds * 1000)))
-
-    async def seed_pieces(self, tid: str, epoch: int, first: int, md5s: list[str], seeded_bytes: int) -> bool:
+    async def seed_heartbeat(self, tid: str, epoch: int, owner: str = "") -> bool:
+        """Extend the lease of (tid, epoch) held by the run ``owner`` (claiming the epoch if unclaimed)."""
         lease = int(self.settings.seed_lease_seconds * 1000)
-        return bool(await self._run("seed_pieces", tid, epoch, lease, seeded_bytes, first, *md5s))
+        return bool(await self._run("seed_heartbeat", tid, epoch, lease, owner))
 
-    async def seed_finished(self, tid: str, epoch: int, outcome: SeedOutcome) -> bool:
-        return bool(
+    async def seed_pieces(
+        self, tid: str, epoch: int, first: int, md5s: list[str], seeded_bytes: int, owner: str = ""
+    ) -> int:
+        """Publish pieces ``first..``; 0 when ``owner`` is not the seeder, else how many pieces the task lists."""
+        lease = int(self.settings.seed_lease_seconds * 1000)
+        return int(await self._run("seed_pieces", tid, epoch, lease, seeded_bytes, first, owner, *md5s))
+
+    async def seed_finished(self, tid: str, epoch: int, outcome: SeedOutcome, owner: str = "") -> int:
+        """1: recorded; 0: ``owner`` is not the seeder; 2: a success lists fewer pieces than it has."""
+        return int(
             await self._run(
                 "seed_finish", tid, epoch, int(outcome.success), outcome.file_length, outcome.raw_length,
                 outcome.real_md5, outcome.piece_total, outcome.error, outcome.reason,
-                self.settings.fail_access_seconds,
+                self.settings.fail_access_seconds, owner,
             )
         )
 
@@ -211,19 +226,74 @@ def parse_assignments(rows: Any) -> list[Assignment]:
 
 
 class RedisSeedSink:
-    """The seeder's view of the cluster state (app.cdn.sink.SeedSink)."""
+    """The seeder's view of the cluster state (app.cdn.sink.SeedSink), riding out Redis outages.
 
-    def __init__(self, state: ClusterState) -> None:
+    A seed job must not fail on one failed write: that sends every waiting client to the source. So
+    each write is retried with backoff through an outage (a restart, a failover, a network blip; see
+    ``is_outage``) for as long as the lease this run last renewed can still hold. Past that, a pull may
+    have started another seeder, so the write gives up and the seeder stops as having lost its lease
+    (its pieces stay on disk for the next one to resume). A retried write whose first reply was lost
+    is harmless: every seed script is idempotent for its owner.
+
+    Each sink is one run, with an id of its own: the first write claims the epoch for it
+    (``_seed.lua``), so a second run of the same epoch stops instead of seeding alongside.
+    """
+
+    def __init__(self, state: ClusterState, *, attempt_timeout: float = 5.0) -> None:
         self.state = state
+        self.owner = secrets.token_hex(8)
+        self.lease = state.settings.seed_lease_seconds
+        # One attempt must not outlast the lease (a SIGSTOPped Redis answers nothing, ever).
+        self.attempt_timeout = min(attempt_timeout, self.lease / 3)
+        self._last_ok = time.monotonic()
+        self._outage_since: float | None = None
+        self._gave_up = False
 
-    async def piece_ready(self, tid: str, epoch: int, piece_num: int, md5: str, seeded_bytes: int) -> bool:
-        return await self.state.seed_pieces(tid, epoch, piece_num, [md5], seeded_bytes)
+    async def job(self, tid: str, epoch: int) -> SeedJob | None:
+        """The job of (tid, epoch), or None when it is no longer current (or Redis stayed away too long)."""
+        return await self._retry(tid, lambda: self.state.seed_job(tid, epoch))
 
-    async def pieces_ready(self, tid: str, epoch: int, md5s: list[str], seeded_bytes: int) -> bool:
-        return await self.state.seed_pieces(tid, epoch, 0, md5s, seeded_bytes)
+    async def pieces_ready(self, tid: str, epoch: int, first: int, md5s: list[str], seeded_bytes: int) -> int | None:
+        state, owner = self.state, self.owner
+        listed = await self._retry(tid, lambda: state.seed_pieces(tid, epoch, first, md5s, seeded_bytes, owner))
+        return listed or None
 
     async def heartbeat(self, tid: str, epoch: int) -> bool:
-        return await self.state.seed_heartbeat(tid, epoch)
+        return bool(await self._retry(tid, lambda: self.state.seed_heartbeat(tid, epoch, self.owner)))
 
-    async def finished(self, tid: str, epoch: int, outcome: SeedOutcome) -> None:
-        await self.state.seed_finished(tid, epoch, outcome)
+    async def finished(self, tid: str, epoch: int, outcome: SeedOutcome) -> FinishResult:
+        result = await self._retry(tid, lambda: self.state.seed_finished(tid, epoch, outcome, self.owner))
+        return "done" if result == 1 else "missing" if result == 2 else "lost"
+
+    async def _retry(self, tid: str, call: Callable[[], Awaitable[_T]]) -> _T | None:
+        """``call()``'s result, retried through an outage; None once the lease cannot hold any more."""
+        delay = 0.05
+        while True:
+            started = time.monotonic()
+            budget = self._last_ok + self.lease - started
+            if budget <= 0:
+                if not self._gave_up:
+                    self._gave_up = True
+                    log.warning("seed %s: no Redis write for %.1fs, the seed lease (%gs) may have passed to another"
+                                " seeder; stopping", tid, started - self._last_ok, self.lease)
+                return None
+            try:
+                async with asyncio.timeout(min(self.attempt_timeout, budget)):
+                    result = await call()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                if self._outage_since is None:
+                    self._outage_since = started
+                    log.warning("seed %s: Redis unreachable (%s); retrying for up to %.1fs while the lease holds",
+                                tid, type(exc).__name__, budget)
+                pause = delay * random.uniform(0.8, 1.2)  # jitter: retries of many seeders spread out
+                await asyncio.sleep(min(pause, max(self._last_ok + self.lease - time.monotonic(), 0)))
+                delay = min(delay * 2, 1.0)
+                continue
+            # The write was applied at or after `started`: the lease it renewed runs from there at least.
+            self._last_ok = max(self._last_ok, started)
+            if self._outage_since is not None:
+                log.info("seed %s: Redis reachable again after %.1fs", tid, time.monotonic() - self._outage_since)
+                self._outage_since = None
+            return result

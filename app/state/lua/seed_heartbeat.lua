@@ -1,6 +1,6 @@
--- A seeder proves it is alive and still the task's one seeder. ARGV[4..]: epoch, leaseMs
+-- A seeder proves it is alive and still the task's one seeder (its first call claims the epoch).
+-- ARGV[4..]: epoch, leaseMs, owner
 local taskk = k('task')
-local st = redis.call('HMGET', taskk, 'seedEpoch', 'cdnStatus')
-if st[1] ~= ARGV[4] or st[2] ~= 'RUNNING' then return 0 end
+if not seed_owner(taskk, ARGV[4], ARGV[6]) then return 0 end
 redis.call('HSET', taskk, 'seedLease', NOW + tonumber(ARGV[5]))
 return 1
