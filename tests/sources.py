@@ -5,7 +5,8 @@ If-None-Match / If-Modified-Since (304), single ``Range`` requests (206/416) and
 can simulate a fixed status (404, 500, ...), 401 unless ``Authorization`` matches, no Content-Length
 (chunked), a truncated body, a length change after the first GET (``then``), a slow start
 (``delay``), a slow steady body (``pace`` between chunks, or a ``rate`` in bytes/s), a redirect, a
-pre-encoded body (``content_encoding``), and a new ETag for the same bytes (``etag_suffix``).
+pre-encoded body (``content_encoding``), a new ETag for the same bytes (``etag_suffix``), and ranges
+served from the wrong offset (``range_skew``).
 
 Counters per path (:class:`PathStats`): ``requests`` (anything), ``gets``, ``full_gets`` (GETs whose
 *whole* 200 body was written: a probe that hangs up after the headers does not count), ``range_gets``,
@@ -73,6 +74,7 @@ class Blob:
     pace: float = 0.0  # seconds between 256 KiB body chunks (a slow, steady source)
     rate: float = 0.0  # body bytes per second of each response (0: as fast as the client reads)
     etag_suffix: str = ""  # appended inside the ETag: the same bytes under a new validator
+    range_skew: int = 0  # a broken origin: a range is served (and announced) this many bytes late
     served: int = 0  # GETs that reached the content; drives ``then``
     _etags: list[tuple[bytes, str]] = field(default_factory=list, repr=False)
 
@@ -238,8 +240,9 @@ class SourceServer:
             if parsed == "416":
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
             if isinstance(parsed, tuple):
-                status, body = 206, body[parsed[0] : parsed[1] + 1]
-                headers["Content-Range"] = f"bytes {parsed[0]}-{parsed[1]}/{len(data)}"
+                first = min(parsed[0] + blob.range_skew, parsed[1])
+                status, body = 206, body[first : parsed[1] + 1]
+                headers["Content-Range"] = f"bytes {first}-{parsed[1]}/{len(data)}"
         return await self._send(request, stats, blob, status, headers, body)
 
     async def _send(

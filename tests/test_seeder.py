@@ -164,7 +164,7 @@ async def test_seeds_large_file_piece_by_piece(
     md5_text = storage.data_path(job.tid).with_name(job.tid + ".md5").read_text()
     lines = md5_text.split("\n")
     assert not md5_text.endswith("\n")
-    assert lines[:3] == [p[1] for p in sink.pieces]
+    assert lines[:3] == [md5 for _, md5, _, _ in sink.flat]
     assert lines[3] == hashlib.md5(data).hexdigest()
     assert lines[4] == hashlib.sha1("".join(lines[:4]).encode()).hexdigest()
 
@@ -325,7 +325,7 @@ async def test_second_seed_is_a_cache_hit(
     assert src.stats("f").full_gets == 1  # no second download
     assert src.stats("f").not_modified == 1
     assert again.pieces == []
-    assert again.bulk == [([p[1] for p in first_sink.pieces], len(data))]
+    assert again.bulk == [([md5 for _, md5, _, _ in first_sink.flat], len(data))]
     assert [o for o, _ in again.outcomes] == [first]
 
     # Without a usable .md5 file the pieces are re-scanned from the framed file.
@@ -374,7 +374,8 @@ async def test_lost_lease_on_piece_ready_stops_quietly(
     outcome = await run(job, storage, sink, client)
     assert (outcome.success, outcome.reason) == (False, LEASE_LOST)
     assert sink.outcomes == []  # the new owner reports, not us
-    assert [p[0] for p in sink.pieces] == [0, 1]
+    refused = [i for i, c in enumerate(sink.calls) if c.first + len(c.md5s) > 1]
+    assert refused == [len(sink.calls) - 1]  # nothing is published after the refusal
     meta = storage.read_meta(job.tid)
     assert meta is not None and meta["finish"] is False
 
@@ -504,6 +505,20 @@ async def test_a_source_without_ranges_starts_over_with_its_200_body(
     outcome = await run(job_for(job.raw_url, len(data), epoch=2), storage, RecordingSink(), client)
     assert outcome.success and src.stats("f").gets == gets + 1
     assert storage.data_path(job.tid).read_bytes() == b"".join(expected_pieces(data))
+
+
+async def test_a_partial_answer_from_the_wrong_offset_is_not_used(
+    src: SourceServer, client: httpx.AsyncClient, storage: LocalSeedStorage
+) -> None:
+    data = os.urandom(5 * PAYLOAD + 10)
+    blob = src.add("f", data)
+    job, _ = await interrupted(src, client, storage, data, lose_at=1)
+    blob.range_skew, gets = 1000, src.stats("f").gets  # a 206 that starts 1000 bytes late, and says so
+    outcome = await run(job_for(job.raw_url, len(data), epoch=2), storage, RecordingSink(), client)
+    assert outcome.success and outcome.real_md5 == hashlib.md5(data).hexdigest()
+    assert storage.data_path(job.tid).read_bytes() == b"".join(expected_pieces(data))
+    assert src.stats("f").gets == gets + 2  # the 206 was dropped after its headers; then a whole GET
+    assert src.stats("f").headers[-1].get("Range") is None
 
 
 async def test_a_body_cut_short_is_continued_by_the_retry(
@@ -710,6 +725,27 @@ async def test_the_real_seeder_republishes_pieces_the_state_lost(
     assert await redis.hget(schema.task_key(tid), "cdnStatus") == "SUCCESS"
     assert any("publishing them" in r.getMessage() for r in caplog.records)
     assert src.stats("f").bytes_sent == len(data)
+
+
+async def test_a_lost_final_report_is_healed_by_the_next_pull(
+    src: SourceServer, redis: Redis, settings: Settings
+) -> None:
+    data = os.urandom(2 * PAYLOAD + 3)
+    src.add("f", data)
+    url = src.url("f")
+    state = ClusterState(redis, settings)
+    tid, epoch = task_id(url), await started_task(state, url, len(data))
+    storage = LocalSeedStorage(settings.seed_path)
+    assert (outcome := await run_seed_job(state, storage, tid, epoch)) is not None and outcome.success
+    # A failover to a replica that never got seed_finish (nor the last lease renewal).
+    await redis.hset(schema.task_key(tid), mapping={"cdnStatus": "RUNNING", "seedLease": 0})
+    answer = await state.pull(tid, "c1", 700, 502, -1, "", "q1")
+    assert answer["kind"] == "wait" and answer["seedEpoch"] == epoch + 1  # the lapsed lease restarts it
+    again = await run_seed_job(state, storage, tid, epoch + 1)
+    assert again == outcome  # from the finished copy on disk: a conditional GET, no download
+    assert (src.stats("f").full_gets, src.stats("f").not_modified) == (1, 1)
+    assert await redis.hget(schema.task_key(tid), "cdnStatus") == "SUCCESS"
+    assert await redis.hlen(schema.task_prefix(tid) + "cdn") == 3
 
 
 async def test_a_seeder_cut_off_from_redis_stops_once_its_lease_is_over(
