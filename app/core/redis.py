@@ -21,7 +21,12 @@ import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.asyncio.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+)
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.utils import str_if_bytes
 
@@ -107,7 +112,7 @@ def _sentinel_redis(url: str, settings: Settings) -> aioredis.Redis:
     query = parse_qs(parsed.query)
     master = query.get("master", [settings.redis_sentinel_master])[0]
     db = int(parsed.path.strip("/") or 0)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = _Sentinels(
         hosts,
         # The sentinel queries get the same deadlines and no retry of their own: a dead sentinel is
         # skipped for the next one at once (redis-py's default retry would back off for seconds on it).
@@ -120,6 +125,46 @@ def _sentinel_redis(url: str, settings: Settings) -> aioredis.Redis:
         max_connections=settings.redis_max_connections, timeout=settings.redis_pool_timeout_seconds,
     )
     return client
+
+
+class _Sentinels(Sentinel):
+    """The sentinels, asked one discovery at a time.
+
+    redis-py moves the sentinel that answered to the front of its list with a swap across an await:
+    concurrent discoveries (every connection of a pool reconnecting after a failover) corrupt the list,
+    duplicating one sentinel and losing another for good (seen in the failover tests). Here concurrent
+    callers share the discovery in flight, which also spares the sentinels a query per connection.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._discovery: dict[str, asyncio.Future[tuple[str, int]]] = {}
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        running = self._discovery.get(service_name)
+        if running is None or running.done():
+            running = self._discovery[service_name] = asyncio.ensure_future(self._ask(service_name))
+            # Retrieved even when every caller was cancelled, so that no "never retrieved" warning.
+            running.add_done_callback(lambda f: f.cancelled() or f.exception())
+        # Shielded: one caller's cancellation (a request's deadline) must not cancel the others'.
+        return await asyncio.shield(running)
+
+    async def _ask(self, service_name: str) -> tuple[str, int]:
+        errors = []
+        for sentinel in list(self.sentinels):
+            try:
+                masters: Any = await sentinel.sentinel_masters()
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+                errors.append(repr(exc))
+                continue
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):
+                # The one that answered is asked first next time (no await in between: atomic).
+                self.sentinels.remove(sentinel)
+                self.sentinels.insert(0, sentinel)
+                ip = self._force_master_ip if self._force_master_ip is not None else state["ip"]
+                return str(ip), int(state["port"])
+        raise MasterNotFoundError(f"no sentinel names a usable master {service_name!r}: {'; '.join(errors)}")
 
 
 class _SentinelConnection(SentinelManagedConnection):
@@ -172,6 +217,16 @@ class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
             # connections): reconnect it through the sentinels.
             await connection.disconnect()
         await super().ensure_connection(connection)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        try:
+            await super().disconnect(inuse_connections)
+        finally:
+            if inuse_connections:  # the client closes: so do its sentinel connections and refresh
+                if self._asking is not None and self._asking is not asyncio.current_task():
+                    self._asking.cancel()
+                    await asyncio.gather(self._asking, return_exceptions=True)
+                await self.sentinel_manager.aclose()
 
     def _ask_sentinels_now_and_then(self) -> None:
         now = time.monotonic()
