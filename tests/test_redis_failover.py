@@ -23,6 +23,10 @@ import redis.asyncio as aioredis
 
 from app.audit.events import AuditEvent
 from app.audit.runtime import AuditRuntime
+from app.cdn.gc import run_gc_loop
+from app.cdn.storage import LocalSeedStorage
+from app.cluster.gauges import run_gauge_loop
+from app.cluster.heartbeat import ReplicaPresence
 from app.core.config import Settings
 from app.core.redis import create_redis, is_outage
 from app.state import schema
@@ -419,6 +423,54 @@ async def test_a_paused_redis_fails_a_command_within_the_socket_timeout(tmp_path
         finally:
             server.resume()
             await client.aclose()
+
+
+async def test_background_loops_log_an_outage_once_and_live_on(
+    tmp_path: Path, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The replica heartbeat, the cluster gauges and the disk GC, every 50 ms against a Redis that is
+    killed and restarted: each loop logs one WARNING when the outage starts and one INFO when it ends,
+    with no traceback, and is still running."""
+    caplog.set_level(logging.INFO)
+    fast = settings.model_copy(update={"replica_heartbeat_seconds": 0.05, "gc_interval_seconds": 0.05})
+    names = {"app.cluster": "heartbeat", "app.cluster.gauges": "cluster gauges", "app.cdn.gc": "disk GC"}
+    with RedisServer(tmp_path / "redis") as server:
+        client = create_redis(on(fast, server.url(0)))
+        presence = ReplicaPresence(client, on(fast, server.url(0)))
+        loops = [
+            asyncio.create_task(presence.run()),
+            asyncio.create_task(run_gauge_loop(client, 0.05)),
+            asyncio.create_task(run_gc_loop(client, LocalSeedStorage(tmp_path / "seed"), fast)),
+        ]
+
+        def logged(level: int, text: str) -> dict[str, int]:
+            found = {name: 0 for name in names}
+            for record in caplog.records:
+                if record.name in names and record.levelno == level and text in record.getMessage():
+                    found[record.name] += 1
+            return found
+
+        try:
+            await until(lambda: _true(server.info("keyspace") != {}), 5, "a heartbeat")
+            server.kill()
+            await until(lambda: _true(all(logged(logging.WARNING, "Redis unavailable").values())), 5, "3 warnings")
+            # Not a wait for a condition: a few more failed rounds of each loop, which must stay silent.
+            await asyncio.sleep(0.3)
+            server.restart()
+            await until(lambda: _true(all(logged(logging.INFO, "works again").values())), 5, "3 recoveries")
+            assert not [task for task in loops if task.done()]
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await client.aclose()
+    assert logged(logging.WARNING, "") == {name: 1 for name in names}, [r.getMessage() for r in caplog.records]
+    assert logged(logging.INFO, "works again") == {name: 1 for name in names}
+    assert not [r for r in caplog.records if r.name in names and r.exc_info]
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 @pytest.mark.parametrize("aof", [True, False])
