@@ -74,6 +74,7 @@ class Swarm:
         self.dfget_kwargs = dfget_kwargs
         self.peers: list[SwarmPeer] = []
         self._http: httpx.AsyncClient | None = None
+        self._own_clients: list[httpx.AsyncClient] = []
 
     def nodes_for(self, index: int) -> list[str]:
         if self.node_lists is not None:
@@ -93,6 +94,12 @@ class Swarm:
             uploader: Uploader | None = None
             if self.cdn_pattern is None or not self.cdn_pattern(index):
                 uploader = await Uploader(ip, version=version, http=self._http).start()
+            http = self._http
+            if http is None:
+                # One pool per peer, as each real dfget process has, built now rather than in run(): building
+                # fifty clients at once (an SSL context each) would hold up the first peers' requests.
+                http = make_http_client()
+                self._own_clients.append(http)
             dfget = Dfget(
                 self.nodes_for(index),
                 self.url,
@@ -100,7 +107,7 @@ class Swarm:
                 uploader=uploader,
                 version=version,
                 ip=ip,
-                http=self._http,
+                http=http,
                 **self.dfget_kwargs,
             )
             self.peers.append(SwarmPeer(index, dfget, uploader))
@@ -126,6 +133,8 @@ class Swarm:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        await asyncio.gather(*(client.aclose() for client in self._own_clients))
+        self._own_clients.clear()
 
     async def __aenter__(self) -> Swarm:
         return await self.start()
