@@ -468,6 +468,7 @@ class FakeSupernode:
     finish_md5: str = ""
     fail_pulls: int = 0  # answer this many pulls with code 502 (forces migration)
     suc_status: int = 200  # HTTP status of /peer/piece/suc answers (anything else: a failed report)
+    broken_pulls: list[str] = field(default_factory=list)  # next pulls: an HTTP status ("503") or "drop"
     corrupt_cdn: bool = False
     node: str = ""
     registrations: list[bytes] = field(default_factory=list)
@@ -538,6 +539,13 @@ class FakeSupernode:
         if self.fail_pulls > 0:
             self.fail_pulls -= 1
             return web.json_response({"code": 502, "msg": "target not found"})
+        if self.broken_pulls:
+            how = self.broken_pulls.pop(0)
+            if how == "drop":  # a replica killed mid-request: the connection closes with no answer
+                assert request.transport is not None
+                request.transport.abort()
+                return web.Response()
+            return web.Response(status=int(how), text="no server available")  # what a load balancer says
         if q["status"] == "701":
             num = int(q["range"].split("-")[0]) // self.piece_size
             self.running[cid].discard(num)
@@ -724,6 +732,18 @@ async def test_v106_node_entries_allow_one_migration_fewer_than_entries(
     supernode.fail_pulls = 1
     single = await Dfget([supernode.node], supernode.url, tmp_path / "q.bin", version="1.0.6", **FAST).run()
     assert single.back_sourced and (single.registrations, single.register_attempts) == (1, 1)
+
+
+async def test_a_non_200_status_or_a_dropped_connection_on_a_pull_costs_one_migration_each(
+    supernode: FakeSupernode, tmp_path: Path
+) -> None:
+    supernode.waits = 0
+    supernode.broken_pulls = ["503", "drop"]
+    result = await Dfget([supernode.node] * 3, supernode.url, tmp_path / "o.bin", version="1.0.6", **FAST).run()
+    assert result.success and not result.back_sourced, result.error
+    assert (result.registrations, result.migrations) == (3, 2)
+    first, second = [e for e in result.exchanges if e.endpoint == "/peer/task"][:2]
+    assert first.http_status == 503 and second.http_status is None and second.error
 
 
 async def _answering_server(handler: Any) -> tuple[web.AppRunner, str]:

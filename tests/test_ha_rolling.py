@@ -177,12 +177,16 @@ def failed_exchanges(result: DfgetResult) -> list[str]:
             if e.http_status != 200 or e.code is None]
 
 
-def check_completed(results: list[DfgetResult], sha256: str, stats: dict[str, Any], report: str) -> None:
+def check_completed(
+    results: list[DfgetResult], sha256: str, stats: dict[str, Any], vip: VipCluster, report: str
+) -> None:
     assert len(results) == CLIENTS
     for result in results:
         assert result.success, (result.error, result.traceback, report)
         assert result.sha256 == sha256, report
         assert not result.back_sourced, (result.error, report)
+        # Seed-cache pieces came through the VIP's piece port, never straight from one replica.
+        assert {f.peer for f in result.piece_fetches if f.src_cid.startswith("cdnnode:")} <= {vip.lb.piece_vip}
     assert stats["full_gets"] == 1, (stats, report)  # the seed; nobody else went to the source
 
 
@@ -192,7 +196,7 @@ async def test_rolling_sigkill_of_replicas_loses_no_download(
     results, chaos, stats, elapsed = await run_swarm_under(vip, rolling_kill, payload, tmp_path / "out")
     report = summary(results, chaos, vip, swarm_s=round(elapsed, 1), source=stats)
     print(f"\nrolling SIGKILL: {report}")
-    check_completed(results, payload[1], stats, report)
+    check_completed(results, payload[1], stats, vip, report)
     assert elapsed >= MIN_SWARM_SECONDS, report
     # Each of the three replicas died at least once while clients were downloading, and clients' requests
     # did hit dead replicas (haproxy sent them elsewhere): the kills were not all in quiet moments.
@@ -206,7 +210,7 @@ async def test_rolling_restart_by_sigterm_fails_no_request(
     results, chaos, stats, elapsed = await run_swarm_under(vip, rolling_restart, payload, tmp_path / "out")
     report = summary(results, chaos, vip, swarm_s=round(elapsed, 1), source=stats)
     print(f"\nrolling SIGTERM: {report}")
-    check_completed(results, payload[1], stats, report)
+    check_completed(results, payload[1], stats, vip, report)
     assert elapsed >= MIN_SWARM_SECONDS, report
     assert chaos.count("exited") >= len(vip.cluster.replicas), report  # each one drained and restarted
     assert chaos.exit_codes and set(chaos.exit_codes) == {0}, report
