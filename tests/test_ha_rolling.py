@@ -5,6 +5,8 @@
 * SIGKILL a replica every 5 s, rolling through all three, restart it 2 s later, until the swarm ends.
 * Restart the replicas one after another by SIGTERM (graceful drain): no client sees a single failed
   request.
+* A Redis outage makes every replica not ready at once: haproxy must still route dfget to a live one
+  (the backup lines), which answers in the way that costs no migration.
 
 Every download must end with the source's sha256, none may go back to the source, and the source must
 have served the file exactly once (to the seeding worker). The figures (migrations, piece failures,
@@ -27,8 +29,11 @@ import pytest
 import redis
 
 from tests.cluster import Cluster, Replica
-from tests.emulator import DfgetResult, Swarm
-from tests.haproxy import VipCluster
+from tests.emulator import Dfget, DfgetResult, Swarm
+from tests.emulator.api import ExchangeLog, SupernodeApi, make_http_client
+from tests.emulator.wire import pull_query
+from tests.haproxy import CONFIG, HaproxyError, VipCluster, rewrite_config
+from tests.redis_servers import RedisServer
 from tests.sources import SourceProcess
 
 pytestmark = pytest.mark.slow
@@ -220,3 +225,61 @@ async def test_rolling_restart_by_sigterm_fails_no_request(
         assert result.migrations == 0, report
     counters = vip.lb.counters()
     assert counters["df_api.5xx"] == 0 and counters["df_pieces.5xx"] == 0, report
+
+
+async def test_a_redis_outage_leaves_the_vip_answering_through_the_backup_lines(tmp_path: Path) -> None:
+    """Every replica fails /readyz at once; haproxy must not answer 503 (dfget would migrate away)."""
+    with RedisServer(tmp_path / "redis") as server, SourceProcess({"small.bin": os.urandom(1024)}) as source:
+        nodes = Cluster(tmp_path / "cluster", server.url(0), None)
+        nodes.workdir.mkdir()
+        vip = VipCluster(nodes).start()
+        http = make_http_client()
+        try:
+            primaries = ["r1", "r2", "r3"]
+            server.pause()
+            vip.lb.wait_servers("df_api", primaries, "DOWN", timeout=20)
+            assert vip.lb.states("df_api") == dict.fromkeys(primaries, "DOWN") | dict.fromkeys(
+                [f"{n}-live" for n in primaries], "UP"
+            )
+            api = SupernodeApi(http, ExchangeLog())
+            dfget = Dfget([vip.api_vip], source.url("small.bin"), tmp_path / "o.bin", version="1.0.6")
+            registered = await api.post_json(vip.api_vip, "/peer/registry", dfget.registration_body(vip.api_vip))
+            pulled = await api.get(vip.api_vip, pull_query(
+                src_cid=dfget.cid, dst_cid="", range_="", result=502, status=700, task_id="0" * 64))
+            # 609: dfget retries the same entry; 602: it waits and asks again. Neither costs a migration.
+            assert (registered.http_status, registered.code) == (200, 609), api.log.exchanges
+            assert (pulled.http_status, pulled.code) == (200, 602), api.log.exchanges
+            assert vip.lb.counters()["df_api.5xx"] == 0
+            server.resume()
+            vip.lb.wait_servers("df_api", primaries, "UP", timeout=20)
+        finally:
+            server.resume()
+            await http.aclose()
+            vip.stop()
+
+
+def test_the_config_rewrite_refuses_a_file_of_another_shape() -> None:
+    """tests/haproxy.py rewrites only bind/server addresses; a drifted file must fail, not test something else."""
+    shipped = CONFIG.read_text()
+    kwargs: dict[str, Any] = {"vip": "127.0.0.100", "api_port": 1, "piece_port": 2, "stats": "127.0.0.1:3",
+                              "replica_hosts": ["127.0.0.101", "127.0.0.102", "127.0.0.103"]}
+    rewritten = rewrite_config(shipped, **kwargs)
+    directives = [line for line in rewritten.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in directives if "10.0.0." in line] and "    bind 127.0.0.100:1" in directives
+    assert "server r1-live 127.0.0.101:1 backup port 2" in rewritten
+    # Everything but the bind and server lines is the shipped text, line for line.
+    def kept(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.split()[:1] not in (["bind"], ["server"])]
+
+    assert kept(rewritten) == kept(shipped)
+    drifted = {
+        "a fourth replica": shipped.replace("    server r3 10.0.0.13:8001\n", "    server r3 10.0.0.13:8001\n"
+                                            "    server r4 10.0.0.14:8001\n"),
+        "another port": shipped.replace("10.0.0.12:8002", "10.0.0.12:9002"),
+        "a bind moved": shipped.replace("frontend df_pieces", "frontend pieces"),
+        "no backups": shipped.replace("r1-live", "r1-spare"),
+    }
+    for what, text in drifted.items():
+        with pytest.raises(HaproxyError):
+            rewrite_config(text, **kwargs)
+        assert text != shipped, what
