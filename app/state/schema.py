@@ -8,7 +8,8 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 | df:{T}:task                  | hash   | task: urls, headers, md5, identifier, httpFileLength, pieceSize,| task TTL,  |
 |                              |        | pieceTotal, cdnStatus, fileLength, realMd5, seed epoch/lease/  | refreshed  |
 |                              |        | progress/error, created/accessed (ms), pieceMs/pieceSamples    | on access  |
-|                              |        | (moving average of assign-to-report time: sizes piece leases)  |            |
+|                              |        | (moving average of assign-to-report time: sizes piece leases), |            |
+|                              |        | seedOwner "<epoch>:<run id>" (the one run seeding that epoch)  |            |
 | df:{T}:cdn                   | hash   | pieceNum -> "md5hex:framedLen" of pieces the seed cache holds   | task TTL   |
 | df:{T}:cids                  | set    | cids registered for the task                                   | task TTL   |
 | df:{T}:dt:{cid}              | hash   | dfget-task: peerId, ip, port, path, hostName, version,         | task TTL   |
