@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from app.cdn.gc import CachedTask, collect_once, select_victims
@@ -47,3 +49,31 @@ async def test_one_pass_deletes_only_files_of_expired_tasks(tmp_path: Path, redi
     assert victims == [dead_tid]
     assert storage.data_path(live_tid).exists() and storage.read_meta(live_tid) is not None
     assert not storage.data_path(dead_tid).exists() and storage.read_meta(dead_tid) is None
+
+
+async def test_a_stray_directory_named_like_a_task_is_skipped_and_reported_once(
+    tmp_path: Path, redis: Redis, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = LocalSeedStorage(tmp_path / "seed")
+    stray, dead_tid = "c" * 64, "d" * 64
+    storage.data_path(stray).mkdir(parents=True)
+    (storage.data_path(stray) / "inside").write_bytes(b"kept")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not ours")
+    linked = "e" * 64
+    storage.data_path(linked).parent.mkdir(parents=True, exist_ok=True)
+    storage.data_path(linked).symlink_to(outside)
+    full = settings.model_copy(update={"gc_young_free_bytes": 1 << 62, "gc_full_free_bytes": 1 << 61})
+    caplog.set_level(logging.WARNING, logger="app.cdn.gc")
+    for _round in range(2):  # the loop meets the stray entries every round, but says so once
+        fd = storage.open_for_write(dead_tid, truncate=True)
+        os.write(fd, b"x" * 10)
+        os.close(fd)
+        victims = await collect_once(redis, storage, full, int(time.time() * 1000))
+        assert victims == [dead_tid]
+        assert not storage.data_path(dead_tid).exists()
+    assert (storage.data_path(stray) / "inside").read_bytes() == b"kept"
+    assert outside.read_bytes() == b"not ours" and storage.data_path(linked).is_symlink()
+    skipped = [r.getMessage() for r in caplog.records if "disk GC skips" in r.getMessage()]
+    assert len(skipped) == 2, skipped
+    assert any(stray in m for m in skipped) and any(linked in m for m in skipped)

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import stat as statmod
 import time
 from dataclasses import dataclass
 
@@ -47,14 +48,32 @@ def select_victims(
     return [t.tid for t in idle[: math.ceil(len(idle) * clean_ratio)]]
 
 
+# Entries GC will not touch (a stray directory or symlink named like a task id, a prefix that is a
+# file): said once per path and process, since the loop meets them again every round.
+_reported: set[str] = set()
+
+
+def _skip(path: os.PathLike[str] | str, why: str) -> None:
+    key = os.fspath(path)
+    if key not in _reported:
+        _reported.add(key)
+        log.warning("disk GC skips %s: %s; remove it by hand if it is not needed", key, why)
+
+
 def scan(storage: LocalSeedStorage, now_ms: int) -> list[CachedTask]:
     cached = []
     for prefix in storage.download_dir.iterdir() if storage.download_dir.is_dir() else []:
+        if prefix.is_symlink() or not prefix.is_dir():
+            _skip(prefix, "not a directory of the seed cache layout")
+            continue
         for path in prefix.iterdir():
             if len(path.name) != 64:  # .meta/.md5 siblings and temp files go with their task
                 continue
             with contextlib.suppress(FileNotFoundError):
-                stat = path.stat()
+                stat = path.lstat()  # lstat: a symlink is not followed out of the cache
+                if not statmod.S_ISREG(stat.st_mode):
+                    _skip(path, "not a regular file")
+                    continue
                 last = max(stat.st_atime, stat.st_mtime) * 1000
                 cached.append(CachedTask(path.name, int(now_ms - last), stat.st_blocks * 512))
     return cached
@@ -73,8 +92,15 @@ async def collect_once(redis: aioredis.Redis, storage: LocalSeedStorage, setting
     victims = select_victims(
         cached, live, free, settings.gc_young_free_bytes, settings.gc_full_free_bytes, settings.gc_clean_ratio
     )
+    deleted = []
     for tid in victims:
-        await asyncio.to_thread(storage.delete, tid)
+        try:
+            await asyncio.to_thread(storage.delete, tid)
+        except OSError as exc:  # one entry it cannot delete must not stop the collection of the rest
+            _skip(storage.data_path(tid), f"cannot delete it ({exc.strerror or exc})")
+            continue
+        deleted.append(tid)
+    victims = deleted
     if victims:
         log.info("disk GC: %d MiB free, deleted %d idle seed files", free >> 20, len(victims))
     return victims
