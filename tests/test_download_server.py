@@ -323,3 +323,42 @@ def test_if_range_values() -> None:
 
 def test_module_layout_matches_storage(tmp_path: Path) -> None:
     assert LocalSeedStorage(tmp_path).data_path(TID) == tmp_path / "download" / "722" / TID
+
+
+def _linked_cache(base: Path) -> tuple[LocalSeedStorage, list[str]]:
+    """A seed cache with one real file ("a"*64) and task paths that are symlinks out of it."""
+    storage = LocalSeedStorage(base / "repo")
+    secret = base / "outside" / "secret"
+    secret.parent.mkdir()
+    secret.write_bytes(b"not a seed file\n" * 8)
+    real_tid, file_link, dir_link, etc_link = "a" * 64, "b" * 64, "c" * 64, "d" * 64
+    storage.data_path(real_tid).parent.mkdir(parents=True)
+    storage.data_path(real_tid).write_bytes(b"seed bytes" * 10)
+    storage.data_path(file_link).parent.mkdir(parents=True)
+    storage.data_path(file_link).symlink_to(secret)  # the file itself is a link
+    (secret.parent / dir_link).write_bytes(b"also outside" * 10)
+    storage.data_path(dir_link).parent.symlink_to(secret.parent, target_is_directory=True)  # its prefix is
+    links = [file_link, dir_link]
+    if Path("/etc/hostname").is_file():  # the finding's own target
+        storage.data_path(etc_link).parent.mkdir(parents=True)
+        storage.data_path(etc_link).symlink_to("/etc/hostname")
+        links.append(etc_link)
+    for tid in links:
+        assert storage.data_path(tid).read_bytes()  # the links do resolve
+    return storage, links
+
+
+async def test_symlinks_out_of_the_seed_directory_are_never_served(tmp_path: Path) -> None:
+    storage, links = _linked_cache(tmp_path)
+    runner = await start_download_server(storage, "127.0.0.1", 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{bound_port(runner)}", timeout=10) as http:
+            served = await http.get(url("a" * 64), headers={"Range": "bytes=0-9"})
+            assert served.status_code == 206 and served.content == b"seed bytes"
+            for tid in links:
+                for method in ("GET", "HEAD"):
+                    reply = await http.request(method, url(tid), headers={"Range": "bytes=0-9"})
+                    assert reply.status_code == 404, (tid, method, reply.status_code)
+                    assert reply.content in (b"", b"404: Not Found")
+    finally:
+        await stop_download_server(runner)

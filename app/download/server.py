@@ -116,11 +116,13 @@ async def _download(request: web.Request) -> web.StreamResponse:
         return _plain(404, "404: Not Found")
     # open()/fstat() stay on the loop like in nginx: on a local or cached volume they are cheaper
     # than a thread hop, and an NFS stall would block sendfile() just the same.
+    # A symlink (the file or its prefix directory) is refused by the open itself: a file whose real
+    # path lies outside the seed directory is never served (issue 7).
     try:
-        fileobj = open(request.app[STORAGE_KEY].data_path(tid), "rb", buffering=0)  # noqa: ASYNC230
+        fileobj = open(request.app[STORAGE_KEY].open_for_read(tid), "rb", buffering=0)  # noqa: ASYNC230
     except PermissionError:
         return _plain(403, "403: Forbidden")
-    except OSError:  # missing, a directory, a name too long for the filesystem...
+    except OSError:  # missing, a symlink (ELOOP), a directory, a name too long for the filesystem...
         return _plain(404, "404: Not Found")
     with fileobj:
         return await _respond(request, fileobj)
