@@ -50,7 +50,13 @@ async def probe_geometry(
     if geometry is not None:
         await state.release_probe(tid)
         return geometry[0]
-    probe = await probe_source(client, url, headers, settings.probe_timeout_seconds)
+    try:
+        probe = await probe_source(client, url, headers, settings.probe_timeout_seconds)
+    except BaseException:
+        # Whatever went wrong, the next registration must probe at once, not wait out the lock
+        # (4.5 s of dfget's 5 s registration timeout).
+        await state.release_probe(tid)
+        raise
     if probe.reason in _REFUSING:
         message = f"source {url} refused: {probe.reason} (HTTP {probe.status})"
         if probe.reason == "forbidden":  # a redirect hop the source policy refused: say which and why

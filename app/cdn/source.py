@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import http.cookiejar
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Go strips these when a redirect leaves the original host (net/http shouldCopyHeaderOnRedirect).
 _SENSITIVE_HEADERS = ("authorization", "www-authenticate", "cookie", "cookie2")
 _IDENTITY = frozenset({"", "identity"})
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 field-name
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+_NOT_FORWARDED = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
+})
 
 
 class SourceError(Exception):
@@ -63,13 +69,14 @@ def convert_headers(entries: Iterable[str] | None) -> dict[str, str]:
 
     Split at the first ':', trim both sides, skip entries without a colon or with an empty value,
     join a repeated name as ``v1,v2``. Names keep their spelling (Go's map is case-sensitive too).
-    An empty name is skipped as well: Go would fail every source request with it.
+    A name that is not an HTTP token (empty, non-ASCII, with a space) is skipped as well: Go would
+    fail every source request with it.
     """
     result: dict[str, str] = {}
     for entry in entries or ():
         name, sep, value = entry.partition(":")
         name, value = name.strip(), value.strip()
-        if not sep or not value or not name:
+        if not sep or not value or not _TOKEN.fullmatch(name):
             continue
         result[name] = f"{result[name]},{value}" if name in result else value
     return result
@@ -136,12 +143,23 @@ def make_source_client(
     )
 
 
+def sendable_header(name: str, value: str) -> bool:
+    """A user header we may put on a source request: a valid token name that is not framing or
+    hop-by-hop (those belong to our client: a ``Content-Length`` on a GET made httpx refuse the request,
+    a ``Transfer-Encoding`` or ``Connection`` would change the framing), and a value without CR, LF or NUL.
+    Go ignores a "Host" entry in Header (it uses Request.Host); so do we."""
+    lowered = name.lower()
+    return (
+        bool(_TOKEN.fullmatch(name)) and lowered not in _NOT_FORWARDED and not lowered.startswith("proxy-")
+        and not _BAD_VALUE.search(value)
+    )
+
+
 def request_headers(user: Mapping[str, str], extra: Mapping[str, str] | None = None) -> httpx.Headers:
     headers = httpx.Headers()
     for name, value in user.items():
-        # Go ignores a "Host" entry in Header (it uses Request.Host); so do we.
-        if name.lower() != "host":
-            headers[name] = value
+        if sendable_header(name, value):
+            headers[name] = value  # a non-ASCII value goes out as UTF-8, as Go writes it
     headers.setdefault("User-Agent", USER_AGENT)
     headers.setdefault("Accept-Encoding", "identity")
     for name, value in (extra or {}).items():

@@ -4,14 +4,19 @@ extra_attrs), ``headers`` values that are not strings accepted (Harbor declares 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
 
 from app.preheat.model import TYPES, PreheatRequest
+from app.protocol.wire import has_usable_host
 
 MAX_CONCURRENT_COUNT = 500  # Dragonfly2's own bound for args.concurrent_count
 NANOSECONDS = 1_000_000_000
+# A preheat that needs more than a week is a mistake; the bound also keeps the echoed value an int64
+# (Go's time.Duration), which ``timeout: 1e300`` was not: it failed only when the job was answered.
+MAX_TIMEOUT_NS = 7 * 24 * 3600 * NANOSECONDS
 
 
 class BadPreheatRequest(Exception):
@@ -81,6 +86,8 @@ def _type_and_url(obj: dict[str, Any]) -> tuple[str, str]:
     url = _string(obj, "url").strip()
     if len(url) < 3:
         raise BadPreheatRequest("url is required")
+    if not has_usable_host(url):
+        raise BadPreheatRequest(f"url {url!r} has an invalid host")
     return kind.lower(), url
 
 
@@ -98,7 +105,8 @@ def _non_negative_int(obj: dict[str, Any], key: str) -> int:
     value = obj.get(key)
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0 \
+            or value != int(value):
         raise BadPreheatRequest(f"{key} must be a non-negative integer")
     return int(value)
 
@@ -115,6 +123,8 @@ def parse_oapi(body: bytes) -> tuple[PreheatRequest, dict[str, Any]]:
     if count > MAX_CONCURRENT_COUNT:
         raise BadPreheatRequest(f"concurrent_count must be at most {MAX_CONCURRENT_COUNT}")
     timeout_ns = _non_negative_int(args, "timeout")  # Go time.Duration: integer nanoseconds
+    if timeout_ns > MAX_TIMEOUT_NS:
+        raise BadPreheatRequest(f"timeout must be at most {MAX_TIMEOUT_NS} ns (7 days)")
     ids = obj.get("scheduler_cluster_ids")
     if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) and i >= 0 for i in ids)):
         raise BadPreheatRequest("scheduler_cluster_ids must be a list of non-negative integers")

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from app.protocol.wire import has_usable_host
+
 PUSH_TYPES = frozenset({"PUSH_ARTIFACT", "harbor.artifact.pushed"})
 
 
@@ -70,7 +72,10 @@ def _manifest_url(resource: Any, repo_name: str, scheme: str) -> str:
     reference = digest if digest.startswith("sha256:") else (ref or str(resource.get("tag") or ""))
     if not host or not repo or not reference:
         raise WebhookError(f"cannot tell registry, repository and reference from resource_url {resource_url!r}")
-    return f"{scheme}://{host}/v2/{repo}/manifests/{reference}"
+    url = f"{scheme}://{host}/v2/{repo}/manifests/{reference}"
+    if not has_usable_host(url):
+        raise WebhookError(f"resource_url {resource_url!r} has an invalid registry host")
+    return url
 
 
 def _split_resource_url(resource_url: str, repo_name: str) -> tuple[str, str, str]:

@@ -50,10 +50,22 @@ def piece_range(piece_num: int, piece_size: int) -> str:
     return f"{start}-{start + piece_size - 1}"
 
 
+_MAX_DIGITS = 19
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def _is_offset(text: str) -> bool:
+    return 0 < len(text) <= _MAX_DIGITS and _ASCII_DIGITS.issuperset(text)
+
+
 def parse_range(value: str) -> tuple[int, int] | None:
-    """``"start-end"`` → (start, end); None when malformed or reversed."""
+    """``"start-end"`` → (start, end); None when malformed or reversed.
+
+    ASCII digits only (``str.isdigit`` also takes ``²``, which ``int`` then refuses), and at most
+    ``_MAX_DIGITS`` of them: an int64 offset, as in Go, and far below ``int``'s 4,300-digit limit.
+    """
     start_text, sep, end_text = value.partition("-")
-    if not sep or not start_text.isdigit() or not end_text.isdigit():
+    if not sep or not _is_offset(start_text) or not _is_offset(end_text):
         return None
     start, end = int(start_text), int(end_text)
     if end < start:

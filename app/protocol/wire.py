@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import orjson
 
 from app.protocol.codes import Code
@@ -112,13 +113,23 @@ def is_ipv4(value: str) -> bool:
     return True
 
 
+def has_usable_host(value: str) -> bool:
+    """False when the source client would refuse the URL: its host is IDNA-decoded on use, and
+    ``xn--zz--.com`` (a hyphen-ended A-label) or a malformed URL raise there, not here."""
+    try:
+        httpx.URL(value).host  # noqa: B018 (the property is the check)
+    except (ValueError, httpx.InvalidURL):  # IDNAError is a ValueError
+        return False
+    return True
+
+
 def is_http_url(value: str) -> bool:
     """Any absolute http(s) URL, dotless hosts included (the Go ≤1.0.0 dot rule is a bug, §15.14)."""
     try:
         parts = urlsplit(value)
     except ValueError:
         return False
-    return parts.scheme.lower() in {"http", "https"} and bool(parts.hostname)
+    return parts.scheme.lower() in {"http", "https"} and bool(parts.hostname) and has_usable_host(value)
 
 
 def parse_register(data: Mapping[str, Any]) -> RegisterRequest:
@@ -169,10 +180,11 @@ class PullRequest:
 
 def _query_int(query: Mapping[str, str], key: str) -> int:
     value = query.get(key, "")
-    try:
-        return int(value)
-    except ValueError:
-        raise WireError(f"{key} {value!r} is not a number") from None
+    # Go's strconv.Atoi: ASCII digits and a sign, within int64 (int() also takes "²", " 1", "1_0").
+    digits = value[1:] if value[:1] in ("-", "+") else value
+    if not 0 < len(digits) <= 19 or not digits.isascii() or not digits.isdigit():
+        raise WireError(f"{key} {value[:32]!r} is not a number")
+    return int(value)
 
 
 def parse_pull(query: Mapping[str, str]) -> PullRequest:
