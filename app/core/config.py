@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     harbor_registry_username: str = Field("", description="Robot account used for webhook-triggered preheats.")
     harbor_registry_password: str = Field("", description="Password of that robot account.")
     harbor_registry_scheme: str = Field("https", description="Scheme of the registry named in webhooks.")
+    harbor_webhook_max_resources: int = Field(
+        50, ge=1, description="Most artifacts one webhook event may preheat; a bigger event is refused (400)."
+    )
     preheat_timeout_seconds: float = Field(1800.0, gt=0, description="Whole-job timeout of a preheat.")
     preheat_job_concurrency: int = Field(4, ge=1, description="Layers seeded at once by one preheat job.")
     preheat_cluster_concurrency: int = Field(16, ge=1, description="Preheat seeds running at once cluster-wide.")

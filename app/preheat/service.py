@@ -83,8 +83,8 @@ class PreheatService:
             record = await self.store.get(pid)
         return record
 
-    async def list_all(self) -> list[PreheatRecord]:
-        return await self.store.list_records()
+    async def list_page(self, limit: int, offset: int) -> list[PreheatRecord]:
+        return await self.store.list_records(limit, offset)
 
     async def delete(self, pid: str, actor: str, source_ip: str = "") -> bool:
         removed = await self.store.delete(pid)

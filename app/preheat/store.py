@@ -68,8 +68,10 @@ class PreheatStore:
         raw: dict[str, str] = await self.redis.hgetall(schema.preheat_key(pid))  # type: ignore[assignment]
         return PreheatRecord.from_hash(raw) if raw.get("id") else None
 
-    async def list_records(self, limit: int = 1000) -> list[PreheatRecord]:
-        ids: list[str] = await self.redis.zrevrange(schema.PREHEAT_INDEX, 0, limit - 1)  # type: ignore[assignment]
+    async def list_records(self, limit: int = 1000, offset: int = 0) -> list[PreheatRecord]:
+        ids: list[str] = await self.redis.zrevrange(  # type: ignore[assignment]
+            schema.PREHEAT_INDEX, offset, offset + limit - 1
+        )
         records = []
         for pid in ids:
             record = await self.get(pid)

@@ -37,8 +37,11 @@ def secret_matches(expected: str, presented: str) -> bool:
     return hmac.compare_digest(expected.encode(), presented.encode())
 
 
-def parse_event(body: bytes, scheme: str) -> PushEvent | None:
-    """The push event's manifest URLs; None for event types that are not a push (ignored, not errors)."""
+def parse_event(body: bytes, scheme: str, max_resources: int = 50) -> PushEvent | None:
+    """The push event's manifest URLs; None for event types that are not a push (ignored, not errors).
+
+    More than ``max_resources`` resources is an error, before any preheat starts (one event once
+    started 1,000 of them)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -56,6 +59,9 @@ def parse_event(body: bytes, scheme: str) -> PushEvent | None:
     resources = data.get("resources")
     if not isinstance(resources, list) or not resources:
         raise WebhookError("push event without resources")
+    if len(resources) > max_resources:
+        raise WebhookError(f"push event with {len(resources)} resources, over the limit of {max_resources} "
+                           "(DF_HARBOR_WEBHOOK_MAX_RESOURCES)")
     urls = tuple(dict.fromkeys(_manifest_url(r, repo_name, scheme) for r in resources))
     return PushEvent(kind, str(doc.get("operator") or ""), urls)
 

@@ -11,8 +11,9 @@ Harbor uses, and the swagger's "FAILED" on ``/api/v1/preheats/{id}``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from app.api.auth import Admin, Reader
@@ -53,8 +54,14 @@ async def create_preheat(request: Request, actor: Admin) -> JSONBytes:
     return JSONBytes({"ID": pid}, status_code=201)
 
 
-async def list_preheats(request: Request, actor: Reader) -> JSONBytes:
-    return JSONBytes([views.legacy_task(record) for record in await preheat_service(request).list_all()])
+async def list_preheats(
+    request: Request, actor: Reader,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Most recent first; at most this many.")] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+) -> JSONBytes:
+    """The array Go served, newest first, a page at a time (``limit``, ``offset``)."""
+    page = await preheat_service(request).list_page(limit, offset)
+    return JSONBytes([views.legacy_task(record) for record in page])
 
 
 async def delete_preheat(pid: str, request: Request, actor: Admin) -> Response:

@@ -52,7 +52,8 @@ async def harbor_webhook(request: Request) -> JSONBytes:
         await _audit(request, "refused", reason="wrong secret")
         return _error(403, "invalid webhook secret")
     try:
-        event = parse_event(await request.body(), settings.harbor_registry_scheme)
+        event = parse_event(await request.body(), settings.harbor_registry_scheme,
+                            settings.harbor_webhook_max_resources)
     except WebhookError as exc:
         await _audit(request, "failed", reason=exc.message)
         return _error(400, exc.message)
