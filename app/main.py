@@ -32,6 +32,7 @@ from app.cluster.gauges import run_gauge_loop
 from app.cluster.heartbeat import ReplicaPresence
 from app.cluster.readiness import Readiness
 from app.core.config import Settings, get_settings
+from app.core.masking import install_log_masking
 from app.core.redis import create_redis
 from app.core.replay import ReplayBuffer
 from app.preheat.service import PreheatService
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, readiness: Readiness | None = N
     """The API app. ``readiness`` is shared with the piece server of the same process (``serve``)."""
     settings = settings or get_settings()
     readiness = readiness if readiness is not None else Readiness()
+    install_log_masking()  # httpx logs every source URL at INFO, signature and password included
     ensure_api_protected(settings)
     dfget_networks = parse_networks(settings.dfget_allowlist)
 
@@ -190,5 +192,6 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
+    install_log_masking()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(get_settings()))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from celery import Celery
 
+from app.core.masking import install_log_masking
+
 
 def create_celery(broker_url: str) -> Celery:
+    install_log_masking()  # a worker's httpx logs each signed source URL it fetches
     app = Celery("df_supernode", broker=broker_url)
     app.conf.update(
         task_serializer="json",

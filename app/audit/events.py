@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 
+from app.core.masking import mask_text, mask_value
 from app.core.redis import is_outage
 from app.core.replay import ReplayBuffer
 from app.state import schema
@@ -33,6 +34,12 @@ class AuditEvent:
     source_ip: str = ""  # where the request came from
     detail: dict[str, Any] = field(default_factory=dict)
     at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def __post_init__(self) -> None:
+        # Masked here, where every event is born: a source URL's password or signature must reach
+        # neither the Redis stream nor the audit table (issue 7). Idempotent, so decoding is safe.
+        object.__setattr__(self, "target", mask_text(self.target))
+        object.__setattr__(self, "detail", mask_value(self.detail))
 
 
 class AuditSink(Protocol):

@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from app.core.masking import mask_text, mask_value
+
 INVALID_ACTION = "audit.invalid"
 _TEXT_FIELDS = ("actor", "action", "outcome", "task_id", "target", "source_ip")
 
@@ -38,8 +40,9 @@ def to_row(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
             "at": datetime.fromtimestamp(int(data["at_ms"]) / 1000, UTC),
             "outcome": "ok",
             **{name: str(data.get(name) or "") for name in _TEXT_FIELDS if data.get(name) is not None},
-            "detail": detail if isinstance(detail, dict) else {"value": detail},
+            "detail": mask_value(detail if isinstance(detail, dict) else {"value": detail}),
         }
+        row["target"] = mask_text(row.get("target", ""))  # also entries buffered by an older version
     except (KeyError, TypeError, ValueError, OverflowError, OSError):
         # Kept rather than dropped: the row says something unreadable was recorded, and when.
         row = {

@@ -46,13 +46,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 import httpx
 from prometheus_client import Counter
 
 from app.cdn.addresses import LINK_LOCAL, AddressClass, IPAddress, IPNetwork, classify, describe, judged
 from app.core.config import Settings
+from app.core.masking import mask_url
 
 log = logging.getLogger("app.cdn.policy")
 
@@ -162,17 +162,8 @@ def _literal(host: str) -> bool:
 
 
 def masked_url(url: str | httpx.URL, keep_query: bool = True) -> str:
-    """The URL with its userinfo (user and password: either can be a token) masked; for logs also
-    without the query (presigned URLs carry their signature there)."""
-    try:
-        parts = urlsplit(str(url))
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = parts.query if keep_query else ("..." if parts.query else "")
-    return parts._replace(netloc=netloc, query=query, fragment="").geturl()
+    """Kept for the callers of the source policy; the masking itself lives in app.core.masking."""
+    return mask_url(url, keep_query)
 
 
 class RefusalLog:

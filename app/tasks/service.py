@@ -15,6 +15,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from app.cdn.storage import SeedStorage
+from app.core.masking import mask_headers, mask_text, mask_url
 from app.core.timefmt import rfc3339_ms
 from app.state import schema
 from app.tasks.models import PieceHolder, PieceInfo, PiecePage, SeedProgress, TaskPage, TaskStatus, TaskView
@@ -23,7 +24,6 @@ from app.tasks.refusals import read_refusal, refused_view
 TASK_ID_PATTERN = r"^[0-9a-f]{64}$"  # sha256 hex (§7.2); anything else cannot name a task
 _LIST_CHUNK = 256
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
-_SENSITIVE = re.compile(r"auth|cookie|token|secret|passw|key", re.IGNORECASE)
 REDACTED = "<redacted>"
 
 
@@ -47,7 +47,13 @@ def _headers(raw: str | None) -> dict[str, str] | None:
         return None
     if not isinstance(loaded, dict) or not loaded:
         return None
-    return {str(key): REDACTED if _SENSITIVE.search(str(key)) else str(value) for key, value in loaded.items()}
+    return mask_headers(loaded, REDACTED)
+
+
+def _shown_url(raw: str | None) -> str | None:
+    """rawUrl/taskUrl as shown: the task id was computed from the real URL (PROTOCOL §7.2), which stays
+    in Redis for the seeder; a reader gets it with userinfo and signed-URL parameters masked."""
+    return mask_url(raw) if raw else None
 
 
 def _progress(fields: dict[str, str], seeded_pieces: int, now_ms: int) -> SeedProgress:
@@ -76,7 +82,7 @@ def _progress(fields: dict[str, str], seeded_pieces: int, now_ms: int) -> SeedPr
         rateBytesPerSecond=rate,
         started=rfc3339_ms(started) if started else None,
         finished=rfc3339_ms(finished) if finished else None,
-        error=fields.get("seedError") or None,
+        error=mask_text(fields.get("seedError") or "") or None,  # a source error may quote the URL
         reason=fields.get("seedReason") or None,
     )
 
@@ -90,8 +96,8 @@ def task_view(tid: str, fields: dict[str, str], peers: int, seeded_pieces: int, 
         httpFileLength=_nonzero(_int(fields.get("httpFileLength"))),
         pieceSize=_nonzero(_int(fields.get("pieceSize"))),
         pieceTotal=_nonzero(_int(fields.get("pieceTotal"))),
-        rawURL=fields.get("rawUrl") or None,
-        taskURL=fields.get("taskUrl") or None,
+        rawURL=_shown_url(fields.get("rawUrl")),
+        taskURL=_shown_url(fields.get("taskUrl")),
         md5=fields.get("md5") or None,
         realMd5=fields.get("realMd5") or None,
         identifier=fields.get("identifier") or None,
@@ -106,7 +112,8 @@ def task_view(tid: str, fields: dict[str, str], peers: int, seeded_pieces: int, 
 def _matches(fields: dict[str, str], status: TaskStatus | None, url: str | None) -> bool:
     if status is not None and fields.get("cdnStatus") != status:
         return False
-    return not url or url in fields.get("taskUrl", "") or url in fields.get("rawUrl", "")
+    # Matched against what is shown: a substring search must not be an oracle for a hidden signature.
+    return not url or any(url in (_shown_url(fields.get(name)) or "") for name in ("taskUrl", "rawUrl"))
 
 
 class TaskService:
