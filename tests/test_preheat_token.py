@@ -44,6 +44,7 @@ async def test_preheats_follow_the_registry_token_challenge(settings: Settings, 
             robot = settings.model_copy(update={
                 "harbor_webhook_secret": SECRET, "harbor_registry_scheme": "http",
                 "harbor_registry_username": tokens.username, "harbor_registry_password": tokens.password,
+                "harbor_registries": registry.host,  # the robot goes to this registry (and its host's realm) only
             })
             tokens.issued.clear()
             async with live_supernode(robot) as sn, httpx.AsyncClient(base_url=sn.api) as http:

@@ -119,6 +119,25 @@ class Settings(BaseSettings):
         60.0, gt=0, description="After the drain: how long in-flight requests and piece uploads may take."
     )
 
+    # --- request bounds (the dfget API is unauthenticated: these bound what a client can make us hold)
+    max_peer_body_bytes: int = Field(
+        128 << 10, ge=4096,
+        description="Body bound of /peer/registry and /task/metrics (a registration is a few KiB).",
+    )
+    max_rest_body_bytes: int = Field(
+        512 << 10, ge=4096, description="Body bound of every other route: preheats, the Harbor webhook, the REST API."
+    )
+    max_header_bytes: int = Field(
+        16 << 10, ge=1024, description="Bound of the request line plus headers, on both ports."
+    )
+    max_headers: int = Field(100, ge=10, description="Most header lines one request may carry, on both ports.")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time a request's line and headers may take, from its first byte, on both ports."
+    )
+    keepalive_timeout_seconds: float = Field(
+        75.0, gt=10, description="An idle connection is closed after this long, on both ports."
+    )
+
     version: str = Field("1.0.6", description="Version reported by /version and to clients.")
 
     # --- operations surface: auth, policy, Harbor --------------------------------------------
@@ -135,6 +154,12 @@ class Settings(BaseSettings):
     harbor_webhook_secret: str = Field("", description="Expected Authorization value of Harbor webhooks.")
     harbor_registry_username: str = Field("", description="Robot account used for webhook-triggered preheats.")
     harbor_registry_password: str = Field("", description="Password of that robot account.")
+    harbor_registries: str = Field(
+        "", description="Comma-separated registry host[:port] the robot account may be sent to; empty = none."
+    )
+    harbor_token_realms: str = Field(
+        "", description="Comma-separated host[:port] of token realms, beyond those registries' hosts, that get it."
+    )
     harbor_registry_scheme: str = Field("https", description="Scheme of the registry named in webhooks.")
     harbor_webhook_max_resources: int = Field(
         50, ge=1, description="Most artifacts one webhook event may preheat; a bigger event is refused (400)."

@@ -8,6 +8,11 @@ on a 401 the registry's challenge is followed (``WWW-Authenticate: Bearer realm=
 asking the realm with Basic credentials when we have some (Open API ``username``/``password``, the
 webhook robot account, or a Basic header the caller passed), anonymously otherwise. A ``Basic``
 challenge is answered with the credentials directly.
+
+The robot account is ours, not the caller's: it goes only to a registry in ``DF_HARBOR_REGISTRIES`` and
+to a token realm on such a host or in ``DF_HARBOR_TOKEN_REALMS`` (see ``CredentialScope``); a webhook
+naming any other registry, or a registry whose challenge names any other realm, fails before the
+credential is sent.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import re
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import orjson
@@ -84,6 +89,57 @@ class Blob:
     url: str
 
 
+def _host_port(authority: str) -> tuple[str, int | None]:
+    """``Host:5000`` → ("host", 5000); ``[::1]:5000`` → ("::1", 5000); a bad port reads as no match."""
+    try:
+        parts = urlsplit(f"//{authority.strip()}")
+        return (parts.hostname or "").rstrip("."), parts.port
+    except ValueError:
+        return "", -1
+
+
+@dataclass(frozen=True)
+class CredentialScope:
+    """Where configured credentials (the webhook robot account) may be sent.
+
+    An entry without a port matches its host on any port; with one, that port only. A realm is also
+    allowed on the host of any allowed registry: Harbor's realm is its own ``/service/token``."""
+
+    registries: tuple[tuple[str, int | None], ...]
+    realms: tuple[tuple[str, int | None], ...]
+
+    @classmethod
+    def parse(cls, registries: str, realms: str) -> CredentialScope:
+        def entries(text: str) -> tuple[tuple[str, int | None], ...]:
+            return tuple(_host_port(item) for item in text.split(",") if item.strip())
+        return cls(entries(registries), entries(realms))
+
+    @staticmethod
+    def _matches(authority: tuple[str, int | None], entries: tuple[tuple[str, int | None], ...]) -> bool:
+        host, port = authority
+        return bool(host) and any(host == h and p in (None, port) for h, p in entries)
+
+    def check_registry(self, ref: ImageRef) -> None:
+        authority = _host_port(ref.host.partition("/")[0])
+        if not self._matches(authority, self.registries):
+            listed = "none is configured" if not self.registries else "it is not one of them"
+            raise RegistryError(f"registry {ref.host} asks for credentials, but the robot account is only sent to "
+                                f"the registries in DF_HARBOR_REGISTRIES ({listed}); nothing was sent")
+
+    def check_realm(self, ref: ImageRef, realm: str) -> None:
+        self.check_registry(ref)
+        try:
+            parts = urlsplit(realm)
+            authority = ((parts.hostname or "").rstrip("."), parts.port)
+        except ValueError:
+            authority = ("", -1)
+        same_host = any(authority[0] == host for host, _port in self.registries)
+        if not (authority[0] and (same_host or self._matches(authority, self.realms))):
+            raise RegistryError(f"registry {ref.host} names the token realm {realm}, which is neither on a "
+                                "DF_HARBOR_REGISTRIES host nor in DF_HARBOR_TOKEN_REALMS; the robot account "
+                                "was not sent")
+
+
 def parse_image_url(url: str) -> ImageRef:
     match = MANIFEST_URL.match(url)
     if match is None:
@@ -120,10 +176,12 @@ class RegistryAuth:
     """The headers that get us into one repository, renewed from the token realm when they age."""
 
     def __init__(
-        self, client: httpx.AsyncClient, ref: ImageRef, headers: dict[str, str], username: str = "", password: str = ""
+        self, client: httpx.AsyncClient, ref: ImageRef, headers: dict[str, str], username: str = "", password: str = "",
+        scope: CredentialScope | None = None,
     ) -> None:
         self.client = client
         self.ref = ref
+        self.scope = scope  # set for configured credentials: checked before each time they would go out
         self.headers = dict(headers)
         passed = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
         self.basic = _basic(username, password) if username else (passed if passed.lower().startswith("basic ") else "")
@@ -170,6 +228,8 @@ class RegistryAuth:
             await self._fetch_token(params)
             return True
         if scheme == "basic" and self.basic:
+            if self.scope is not None:
+                self.scope.check_registry(self.ref)
             self.headers = {**_without_auth(self.headers), "Authorization": self.basic}
             return True
         return False
@@ -179,6 +239,8 @@ class RegistryAuth:
         query["scope"] = challenge.get("scope") or f"repository:{self.ref.name}:pull"
         realm = challenge["realm"]
         url = f"{realm}{'&' if '?' in realm else '?'}{urlencode(query)}"
+        if self.basic and self.scope is not None:
+            self.scope.check_realm(self.ref, realm)
         token_headers = {"Authorization": self.basic} if self.basic else {}
         response = await self._get(url, token_headers, "application/json")
         if response.status != 200:

@@ -28,7 +28,7 @@ from app.cdn.source import make_source_client
 from app.cdn.storage import SeedStorage
 from app.core.config import Settings
 from app.preheat.model import LayerProgress, PreheatRecord, Status
-from app.preheat.registry import RegistryAuth, RegistryError, image_blobs, parse_image_url
+from app.preheat.registry import CredentialScope, RegistryAuth, RegistryError, image_blobs, parse_image_url
 from app.preheat.state import PreheatTasks
 from app.preheat.store import RUNNER_LEASE_SECONDS, PreheatStore
 from app.protocol.taskid import filter_url_params, task_id
@@ -125,7 +125,10 @@ class _Job:
         request = self.record.request
         if request.type == "image":
             ref = parse_image_url(request.url)
-            self.auth = RegistryAuth(client, ref, request.headers, *self._credentials())
+            robot = not request.username and self.record.origin == "webhook"
+            scope = CredentialScope.parse(self.ctx.settings.harbor_registries,
+                                          self.ctx.settings.harbor_token_realms) if robot else None
+            self.auth = RegistryAuth(client, ref, request.headers, *self._credentials(), scope=scope)
             blobs = await image_blobs(self.auth, request.platform)
             self.layers = [LayerProgress(url=b.url, tid=task_id(b.url), digest=b.digest, total=b.size) for b in blobs]
         else:
