@@ -17,6 +17,7 @@ from app.api import metrics
 from app.api.allowlist import DfgetAllowlistMiddleware, parse_networks
 from app.api.auth import ensure_api_protected
 from app.api.errors import install_error_handlers
+from app.api.limits import BodyLimitMiddleware, guarded_protocol
 from app.api.middleware import UnhandledErrorMiddleware, VersionPrefixMiddleware
 from app.api.routes import audit as audit_routes
 from app.api.routes import catalogue, cluster, oapi, peer, peers, preheat, system, tasks, webhook
@@ -31,6 +32,7 @@ from app.cdn.storage import LocalSeedStorage
 from app.cluster.gauges import run_gauge_loop
 from app.cluster.heartbeat import ReplicaPresence
 from app.cluster.readiness import Readiness
+from app.core import lograte
 from app.core.config import Settings, get_settings
 from app.core.masking import install_log_masking
 from app.core.redis import create_redis
@@ -167,21 +169,35 @@ class _DrainingServer(uvicorn.Server):
 
 
 async def serve(settings: Settings) -> None:
+    from app.download.guard import PieceBounds
     from app.download.server import start_download_server, stop_download_server
 
     readiness = Readiness()
     app = create_app(settings, readiness)
+    lograte.install()
     # The plain asyncio loop on purpose: uvloop has no loop.sendfile, and the piece server on the same
     # loop would fall back to copying every byte through Python (about 60 % slower).
+    # Keep-alive (DF_KEEPALIVE_TIMEOUT_SECONDS, 75 s as nginx): longer than any client reuses an idle
+    # connection, dfget's fasthttp 10 s (MaxIdleConnDuration) and haproxy's pooled server connections
+    # (`timeout http-keep-alive 30s` in deploy/haproxy), so the replica never closes a connection a
+    # client is about to reuse. Headers get DF_HEADER_TIMEOUT_SECONDS from their first byte (dfget
+    # writes a request in one go), so a slow trickle cannot hold a connection (see app/api/limits.py).
     config = uvicorn.Config(
-        app, host=settings.listen, port=settings.port, log_level="info", access_log=False,
-        timeout_keep_alive=600, loop="asyncio", timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+        BodyLimitMiddleware(app, settings.max_peer_body_bytes, settings.max_rest_body_bytes),
+        host=settings.listen, port=settings.port, log_level="info", access_log=False,
+        http=guarded_protocol(settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds),
+        timeout_keep_alive=int(settings.keepalive_timeout_seconds),
+        loop="asyncio", timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
     )
     server = _DrainingServer(config, readiness, settings.drain_seconds)
     storage = LocalSeedStorage(settings.seed_path)
     runner = await start_download_server(
         storage, settings.listen, settings.download_port, draining=lambda: readiness.draining,
         shutdown_timeout=settings.shutdown_timeout_seconds,
+        bounds=PieceBounds(
+            settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds,
+            settings.keepalive_timeout_seconds,
+        ),
     )
     try:
         await server.serve()

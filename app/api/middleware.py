@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.redis import is_outage
@@ -59,6 +60,9 @@ class UnhandledErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            # Routine (a client timed out or was killed mid-body), and nobody is left to answer.
+            log.info("%s %s: client went away before its request was read", scope.get("method"), scope.get("path"))
         except Exception as exc:
             method, path = scope.get("method"), scope.get("path", "")
             headers = [(b"content-type", b"application/json")]

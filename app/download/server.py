@@ -13,13 +13,14 @@ import logging
 import os
 import stat
 from collections.abc import Callable
-from typing import IO, Final
+from typing import IO, Any, Final
 
 from aiohttp import hdrs, web
 from aiohttp.log import access_logger
 
 from app.cdn.storage import SeedStorage
 from app.download import metrics
+from app.download.guard import GuardedSite, PieceBounds
 from app.download.ranges import Partial, Unsatisfiable, decide, etag_for, if_range_allows
 
 STORAGE_KEY: Final = web.AppKey("seed_storage", SeedStorage)
@@ -57,20 +58,30 @@ async def start_download_server(
     access_log: bool = False,
     draining: Callable[[], bool] = _never,
     shutdown_timeout: float = 60.0,
+    bounds: PieceBounds | None = None,
 ) -> web.AppRunner:
     """Listen on ``host:port`` (0 = any free port, see ``bound_port``) until ``stop_download_server``.
 
     ``stop_download_server`` closes the listener first, then lets uploads in flight finish for up to
     ``shutdown_timeout`` seconds (a dfget 1.0.x piece may take pieceSize/64 KiB + 10 s).
     """
+    bounds = bounds or PieceBounds()
     # Off by default: formatting a log line costs more CPU than the sendfile of a piece.
     runner = web.AppRunner(
         create_download_app(storage, draining), handle_signals=False,
         access_log=access_logger if access_log else None, shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()
+    handler_args: dict[str, Any] = {
+        "access_log": access_logger if access_log else None,
+        "keepalive_timeout": bounds.keepalive_timeout,
+        "max_headers": bounds.max_headers,
+        # nginx's 8 KiB header line; the whole request head is bounded by max_header_bytes.
+        "max_line_size": min(8190, bounds.max_header_bytes),
+        "max_field_size": min(8190, bounds.max_header_bytes),
+    }
     # nginx's Linux listen backlog: a swarm of dfgets opening piece connections at once.
-    await web.TCPSite(runner, host, port, backlog=511).start()
+    await GuardedSite(runner, host, port, backlog=511, bounds=bounds, handler_args=handler_args).start()
     return runner
 
 

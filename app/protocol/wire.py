@@ -132,21 +132,63 @@ def is_http_url(value: str) -> bool:
     return parts.scheme.lower() in {"http", "https"} and bool(parts.hostname) and has_usable_host(value)
 
 
+# Bounds of what a registration may store (every field lives in Redis until the task expires). Each is
+# far above what dfget sends: cids are "<ip>-<pid>-<time>" (~40 chars), paths "/peer/file/<name>-<pid>-
+# <time>" (a file name is at most 255 bytes), versions "1.0.6". URLs get 16 KiB: signed URLs with a
+# session token run to 2-4 KiB. Header values get 8 KiB (a JWT bearer token is a few KiB), names 256.
+FIELD_CAPS: dict[str, int] = {
+    "supernodeip": 256,
+    "rawurl": 16384,
+    "taskurl": 16384,
+    "cid": 256,
+    "ip": 64,
+    "hostname": 255,  # a DNS name is at most 253
+    "path": 4096,  # PATH_MAX
+    "version": 64,
+    "md5": 64,
+    "identifier": 1024,
+    "callsystem": 256,
+}
+MAX_HEADERS = 100  # dfget's --header, typed by a person or a dfdaemon: a handful
+MAX_HEADER_NAME = 256
+MAX_HEADER_VALUE = 8192
+
+
+def _capped(data: Mapping[str, Any], key: str) -> str:
+    value = _text(data, key)
+    if len(value) > FIELD_CAPS[key]:
+        raise WireError(f"{key} is {len(value)} characters long, over the limit of {FIELD_CAPS[key]}")
+    return value
+
+
+def _capped_headers(entries: tuple[str, ...]) -> tuple[str, ...]:
+    if len(entries) > MAX_HEADERS:
+        raise WireError(f"{len(entries)} headers, over the limit of {MAX_HEADERS}")
+    for entry in entries:
+        name, _, value = entry.partition(":")
+        if len(name) > MAX_HEADER_NAME:
+            raise WireError(f"a header name is {len(name)} characters long, over the limit of {MAX_HEADER_NAME}")
+        if len(value) > MAX_HEADER_VALUE:
+            raise WireError(f"header {name[:64]!r} has a value of {len(value)} characters, over the limit of "
+                            f"{MAX_HEADER_VALUE}")
+    return entries
+
+
 def parse_register(data: Mapping[str, Any]) -> RegisterRequest:
     request = RegisterRequest(
-        super_node_ip=_text(data, "supernodeip"),
-        raw_url=_text(data, "rawurl"),
-        task_url=_text(data, "taskurl"),
-        cid=_text(data, "cid"),
-        ip=_text(data, "ip"),
-        host_name=_text(data, "hostname"),
+        super_node_ip=_capped(data, "supernodeip"),
+        raw_url=_capped(data, "rawurl"),
+        task_url=_capped(data, "taskurl"),
+        cid=_capped(data, "cid"),
+        ip=_capped(data, "ip"),
+        host_name=_capped(data, "hostname"),
         port=_int(data, "port"),
-        path=_text(data, "path"),
-        version=_text(data, "version"),
-        md5=_text(data, "md5"),
-        identifier=_text(data, "identifier"),
-        call_system=_text(data, "callsystem"),
-        header_entries=_header_entries(data.get("headers")),
+        path=_capped(data, "path"),
+        version=_capped(data, "version"),
+        md5=_capped(data, "md5"),
+        identifier=_capped(data, "identifier"),
+        call_system=_capped(data, "callsystem"),
+        header_entries=_capped_headers(_header_entries(data.get("headers"))),
         dfdaemon=_bool(data, "dfdaemon"),
     )
     if not is_ipv4(request.ip):
