@@ -10,6 +10,7 @@ import logging
 import os
 
 import httpx
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -21,6 +22,7 @@ from app.protocol.taskid import task_id
 from tests.cluster import TEST_TOKEN
 from tests.live import live_supernode
 from tests.postgres import rows
+from tests.preheat_support import AUTH, poll_legacy, poll_oapi
 from tests.sources import SourceServer
 from tests.test_audit import _count, drained, eventually
 from tests.test_bridge import registration, wait_status
@@ -106,3 +108,22 @@ async def test_signed_source_url_is_masked_in_api_audit_and_logs_but_seeds_with_
     fetched = [m for m in messages if m.startswith("HTTP Request:") and "signed.bin" in m]
     assert fetched, "httpx's request log was not captured, so the test proves nothing"
     assert all("robot" not in m and f"token={MASK}" in m for m in fetched), fetched
+
+
+async def test_preheat_listings_and_jobs_show_signed_urls_and_token_headers_masked(settings: Settings) -> None:
+    async with SourceServer() as source, live_supernode(settings) as sn:
+        source.add("pre.bin", os.urandom(50_000))
+        url = source.url("pre.bin") + "?" + QUERY
+        headers = {"X-Auth-Token": SECRETS["token"], "X-Trace": "7"}
+        async with httpx.AsyncClient(base_url=sn.api, timeout=10, headers=AUTH) as http:
+            created = await http.post("/preheats", json={"type": "file", "url": url, "headers": headers})
+            assert created.status_code == 201, created.text
+            done = await poll_legacy(http, created.json()["ID"])
+            listing = (await http.get("/preheats")).text
+            job = (await http.post("/oapi/v1/jobs", json={"type": "preheat", "args": {
+                "type": "file", "url": url + "&again=1", "headers": headers}})).json()
+            polled = await poll_oapi(http, job["id"])
+    assert done["status"] == "SUCCESS", done
+    assert SECRETS["X-Amz-Signature"] not in listing and mask_url(url) in listing
+    assert '"X-Auth-Token":"***"' in listing.replace(" ", "") and '"X-Trace":"7"' in listing.replace(" ", "")
+    assert polled["state"] == "SUCCESS" and not _leaks(orjson.dumps(polled).decode()) and not _leaks(str(job))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core.masking import mask_headers, mask_text, mask_url, mask_value
 from app.core.timefmt import rfc3339_ms
 from app.preheat.model import PreheatRecord, Status
 from app.preheat.store import OapiJob
 
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 # The Open API result names a scheduler cluster; this supernode is the one cluster there is.
 SCHEDULER_CLUSTER_ID = 1
 
@@ -20,21 +20,21 @@ def legacy_info(record: PreheatRecord, fail_status: str) -> dict[str, Any]:
         "status": fail_status if record.status == Status.FAILED else record.status,
         "startTime": rfc3339_ms(record.start_ms),
         "finishTime": rfc3339_ms(record.finish_ms if record.finished else 0),
-        "errorMsg": record.error,
+        "errorMsg": mask_text(record.error),
     }
 
 
 def progress(record: PreheatRecord) -> list[dict[str, Any]]:
     return [
-        {"url": layer.url, "digest": layer.digest, "taskId": layer.tid, "status": layer.state,
-         "seededBytes": layer.bytes, "totalBytes": layer.total, "error": layer.error}
+        {"url": mask_url(layer.url), "digest": layer.digest, "taskId": layer.tid, "status": layer.state,
+         "seededBytes": layer.bytes, "totalBytes": layer.total, "error": mask_text(layer.error)}
         for layer in record.layers
     ]
 
 
 def redacted(headers: dict[str, str]) -> dict[str, str]:
-    """Listings must not hand out the registry tokens Harbor passed."""
-    return {name: "***" if name.lower() in _SECRET_HEADERS else value for name, value in headers.items()}
+    """Listings must not hand out the registry tokens Harbor passed (any auth/token/key/... header)."""
+    return mask_headers(headers)
 
 
 def legacy_task(record: PreheatRecord) -> dict[str, Any]:
@@ -44,11 +44,11 @@ def legacy_task(record: PreheatRecord) -> dict[str, Any]:
     """
     request = record.request
     return {
-        "ID": record.id, "URL": request.url, "Type": request.type, "Filter": request.filter,
+        "ID": record.id, "URL": mask_url(request.url), "Type": request.type, "Filter": request.filter,
         "Identifier": request.identifier, "Headers": redacted(request.headers), "ParentID": "",
         "Children": [layer.tid for layer in record.layers], "Status": record.status,
         "StartTime": record.start_ms, "FinishTime": record.finish_ms if record.finished else 0,
-        "ErrorMsg": record.error,
+        "ErrorMsg": mask_text(record.error),
     }
 
 
@@ -62,13 +62,14 @@ def oapi_state(record: PreheatRecord | None) -> str:
 def oapi_job(job: OapiJob, record: PreheatRecord | None, hostname: str, ip: str) -> dict[str, Any]:
     state = oapi_state(record)
     updated = max(job.created_ms, record.updated_ms if record is not None else 0)
-    error = record.error if record is not None else f"preheat {job.preheat_id} no longer exists"
+    error = mask_text(record.error) if record is not None else f"preheat {job.preheat_id} no longer exists"
     success, failure = [], []
     for layer in record.layers if record is not None else ():
         if layer.state == Status.SUCCESS:
-            success.append({"url": layer.url, "hostname": hostname, "ip": ip})
+            success.append({"url": mask_url(layer.url), "hostname": hostname, "ip": ip})
         elif layer.state == Status.FAILED:
-            failure.append({"url": layer.url, "hostname": hostname, "ip": ip, "description": layer.error})
+            failure.append({"url": mask_url(layer.url), "hostname": hostname, "ip": ip,
+                            "description": mask_text(layer.error)})
     return {
         "id": job.id,
         "created_at": rfc3339_ms(job.created_ms),
@@ -78,7 +79,7 @@ def oapi_job(job: OapiJob, record: PreheatRecord | None, hostname: str, ip: str)
         "bio": "",
         "type": "preheat",
         "state": state,
-        "args": job.args,
+        "args": mask_value(job.args),  # a presigned url, a token header: shown masked
         "result": {
             "job_states": [
                 {
