@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -18,3 +19,14 @@ def json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise HTTPException(400, "the body must be a JSON object")
     return {str(key).lower(): value for key, value in loaded.items()}
+
+
+def any_case(schema: dict[str, Any]) -> dict[str, Any]:
+    """An object schema whose named properties match in any letter case, as the route reads them: each
+    property is also a ``patternProperties`` entry (``ip`` → ``^[Ii][Pp]$``), so that ``"PORT": "x"``
+    is as invalid in the document as it is to the server."""
+    patterns = {
+        "^" + "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in name) + "$": sub
+        for name, sub in schema.get("properties", {}).items()
+    }
+    return {**schema, "patternProperties": patterns}

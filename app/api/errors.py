@@ -15,8 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from app.api.responses import JSONBytes
+from app.api.route_index import flat_routes
 
 _DFGET_PATH = re.compile(r"^(?:/v[0-9.]+)?/(?:peer/|task/metrics$)")
 
@@ -38,13 +40,27 @@ def _describe(errors: Any) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method of every route on this path. Starlette's own ``Allow`` names only the methods of
+    the first route whose path matched (GET /peers and POST /peers are two routes): a 405 must list all."""
+    methods: set[str] = set()
+    for entry in flat_routes(request.app.routes):
+        matches = getattr(entry.route, "matches", None)
+        if matches is not None and matches(request.scope)[0] != Match.NONE:
+            methods |= entry.methods
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if is_dfget_path(request.url.path):
             return await http_exception_handler(request, exc)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         return JSONBytes(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
-                         headers=exc.headers)
+                         headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:

@@ -8,6 +8,8 @@ import re
 
 from pydantic import BaseModel, Field, field_validator
 
+from app.api.bodies import any_case
+
 # RFC 1123 host name, as Go's swagger validation (`format: hostname`) accepts it.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*")
@@ -82,16 +84,18 @@ PEER_CREATE_BODY = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": {
+            "schema": any_case({
                 "type": "object",
                 "required": ["IP", "hostName"],
                 "properties": {
                     "IP": {"type": "string", "format": "ipv4"},
-                    "hostName": {"type": "string", "minLength": 1},
-                    "port": {"type": "integer", "minimum": 0, "maximum": 65000},
-                    "version": {"type": "string"},
+                    "hostName": {"type": "string", "minLength": 1, "maxLength": 253,
+                                 "pattern": f"^{_LABEL}(?:\\.{_LABEL})*$"},
+                    "port": {"anyOf": [{"type": "integer", "minimum": 15000, "maximum": 65000},
+                                       {"enum": [0, None]}]},
+                    "version": {"type": ["string", "null"]},
                 },
-            }
+            })
         }
     },
 }

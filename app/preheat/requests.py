@@ -126,7 +126,9 @@ def parse_oapi(body: bytes) -> tuple[PreheatRequest, dict[str, Any]]:
     if timeout_ns > MAX_TIMEOUT_NS:
         raise BadPreheatRequest(f"timeout must be at most {MAX_TIMEOUT_NS} ns (7 days)")
     ids = obj.get("scheduler_cluster_ids")
-    if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) and i >= 0 for i in ids)):
+    if ids is not None and not (
+        isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
+    ):
         raise BadPreheatRequest("scheduler_cluster_ids must be a list of non-negative integers")
     headers = _headers(args)
     request = PreheatRequest(

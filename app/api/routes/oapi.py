@@ -17,7 +17,7 @@ from app.api.auth import Admin, Reader
 from app.api.responses import JSONBytes
 from app.api.route_index import OWN_AUTH
 from app.api.routes.preheat import client_ip, preheat_service
-from app.preheat import views
+from app.preheat import docs, views
 from app.preheat.requests import BadPreheatRequest, parse_oapi
 from app.preheat.service import PreheatRefused
 
@@ -51,7 +51,16 @@ async def healthy() -> PlainTextResponse:
     return PlainTextResponse("OK")
 
 
-@router.post("/oapi/v1/jobs", response_class=JSONBytes, openapi_extra={OWN_AUTH: "tests/test_preheat_api.py"})
+_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: {"model": docs.OapiMessage, "description": "No or wrong token"}}
+_INVALID: dict[int | str, dict[str, Any]] = {422: {"model": docs.OapiErrors, "description": "Invalid request"}}
+
+
+@router.post(
+    "/oapi/v1/jobs", response_class=JSONBytes,
+    responses={200: {"model": docs.OapiJob}, 400: {"model": docs.OapiErrors, "description": "Refused URL"},
+               **_UNAUTHORIZED, **_INVALID},
+    openapi_extra={OWN_AUTH: "tests/test_preheat_api.py", "requestBody": docs.OAPI_JOB_BODY},
+)
 async def create_job(request: Request, actor: Admin) -> JSONBytes:
     try:
         wanted, args = parse_oapi(await request.body())
@@ -67,7 +76,12 @@ async def create_job(request: Request, actor: Admin) -> JSONBytes:
     return JSONBytes(views.oapi_job(job, record, _HOSTNAME, request.app.state.settings.advertise_ip))
 
 
-@router.get("/oapi/v1/jobs/{job_id}", response_class=JSONBytes, openapi_extra={OWN_AUTH: "tests/test_preheat_api.py"})
+@router.get(
+    "/oapi/v1/jobs/{job_id}", response_class=JSONBytes,
+    responses={200: {"model": docs.OapiJob}, 404: {"model": docs.OapiMessage, "description": "Unknown job"},
+               **_UNAUTHORIZED, **_INVALID},
+    openapi_extra={OWN_AUTH: "tests/test_preheat_api.py"},
+)
 async def get_job(job_id: int, request: Request, actor: Reader) -> JSONBytes:
     found = await preheat_service(request).get_job(job_id)
     if found is None:

@@ -66,12 +66,20 @@ async def list_peers(
     return await peers.views(await _page(peers, page_num, page_size, sort_direct))
 
 
+def _or(value: Any, zero: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and isinstance(zero, int):
+        return int(value)  # 16131.0 is an integer to JSON Schema, so it is one here too
+    return zero if value is None else value
+
+
 async def _create(request: Request, actor: str, peers: PeerService) -> JSONBytes:
     fields = json_object(await request.body())
     try:
         body = PeerCreate.model_validate(
-            {"ip": fields.get("ip"), "hostname": fields.get("hostname"), "port": fields.get("port") or 0,
-             "version": fields.get("version") or ""}
+            # null is Go's zero value; anything else of the wrong type is refused (``"version": {}`` was not).
+            {"ip": fields.get("ip"), "hostname": fields.get("hostname"), "port": _or(fields.get("port"), 0),
+             "version": _or(fields.get("version"), "")},
+            strict=True,  # as Go's decoder: "20000" is not a port, nor true
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

@@ -11,15 +11,15 @@ Harbor uses, and the swagger's "FAILED" on ``/api/v1/preheats/{id}``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from app.api.auth import Admin, Reader
-from app.api.errors import ERRORS
+from app.api.errors import ERRORS, ApiError
 from app.api.responses import JSONBytes
-from app.preheat import views
+from app.preheat import docs, views
 from app.preheat.model import Status
 from app.preheat.requests import BadPreheatRequest, parse_legacy
 from app.preheat.service import PreheatRefused, PreheatService
@@ -83,9 +83,14 @@ def _get_preheat(api_v1: bool) -> Callable[..., Awaitable[JSONBytes]]:
     return get_preheat
 
 
+_UNKNOWN: dict[int | str, dict[str, Any]] = {404: {"model": ApiError, "description": "Unknown preheat id"}}
 for _prefix in ("", "/api/v1"):
-    router.add_api_route(f"{_prefix}/preheats", create_preheat, methods=["POST"], response_class=JSONBytes)
-    router.add_api_route(f"{_prefix}/preheats", list_preheats, methods=["GET"], response_class=JSONBytes)
+    router.add_api_route(f"{_prefix}/preheats", create_preheat, methods=["POST"], response_class=JSONBytes,
+                         status_code=201, responses={201: {"model": docs.PreheatCreated}},
+                         openapi_extra={"requestBody": docs.LEGACY_PREHEAT_BODY})
+    router.add_api_route(f"{_prefix}/preheats", list_preheats, methods=["GET"], response_class=JSONBytes,
+                         responses={200: {"model": list[docs.LegacyPreheatTask]}})
     router.add_api_route(f"{_prefix}/preheats/{{pid}}", _get_preheat(bool(_prefix)), methods=["GET"],
-                         response_class=JSONBytes)
-    router.add_api_route(f"{_prefix}/preheats/{{pid}}", delete_preheat, methods=["DELETE"], response_class=JSONBytes)
+                         response_class=JSONBytes, responses={200: {"model": docs.PreheatInfo}, **_UNKNOWN})
+    router.add_api_route(f"{_prefix}/preheats/{{pid}}", delete_preheat, methods=["DELETE"], response_class=JSONBytes,
+                         responses={200: {"model": bool}, **_UNKNOWN})

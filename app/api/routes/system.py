@@ -6,6 +6,7 @@ import platform
 import sys
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from starlette.responses import PlainTextResponse
 
 from app.api.responses import JSONBytes
@@ -16,6 +17,20 @@ router = APIRouter(tags=["system"])
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
+class ReadinessView(BaseModel):
+    ready: bool
+    reasons: list[str] | None = None
+
+
+class VersionInfo(BaseModel):
+    """Go's version.Info field names."""
+
+    Arch: str
+    GoVersion: str
+    OS: str
+    Version: str
+
+
 @router.get("/_ping", response_class=PlainTextResponse)
 async def ping() -> PlainTextResponse:
     return PlainTextResponse("OK")
@@ -24,7 +39,8 @@ async def ping() -> PlainTextResponse:
 @router.get(
     "/readyz",
     response_class=JSONBytes,
-    responses={200: {"description": "Ready for new work"}, 503: {"description": "Not ready: see reasons"}},
+    responses={200: {"model": ReadinessView, "description": "Ready for new work"},
+               503: {"model": ReadinessView, "description": "Not ready: see reasons"}},
 )
 async def readyz(request: Request) -> JSONBytes:
     """Readiness for load balancers and Kubernetes: false while Redis is unreachable or while draining.
@@ -37,7 +53,7 @@ async def readyz(request: Request) -> JSONBytes:
     return JSONBytes({"ready": False, "reasons": readiness.reasons()}, status_code=503)
 
 
-@router.get("/version", response_class=JSONBytes)
+@router.get("/version", response_class=JSONBytes, responses={200: {"model": VersionInfo}})
 async def version(request: Request) -> JSONBytes:
     machine = platform.machine()
     return JSONBytes(

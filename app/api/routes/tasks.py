@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from app.api.admin_audit import audit_admin
 from app.api.auth import Admin, Reader
-from app.api.bodies import json_object
+from app.api.bodies import any_case, json_object
 from app.api.errors import ERRORS, NOT_FOUND
 from app.api.route_index import MUTATING_GET
 from app.peers.service import PeerService
@@ -17,6 +17,13 @@ from app.tasks.models import PiecePage, TaskPage, TaskStatus, TaskView
 from app.tasks.service import TASK_ID_PATTERN, TaskService
 
 router = APIRouter(tags=["tasks"], responses=ERRORS)
+
+# Go's PieceErrorRequest, keys in any case (read by hand below).
+PIECE_ERROR_BODY = {"required": True, "content": {"application/json": {"schema": any_case({
+    "type": "object", "required": ["dstPid"], "additionalProperties": True,
+    "properties": {"dstPid": {"type": "string", "minLength": 1}, "srcCid": {"type": "string"},
+                   "errorType": {"type": "string"}},
+})}}}
 
 
 async def get_tasks(request: Request) -> TaskService:
@@ -91,7 +98,7 @@ async def task_pieces(
 # A GET that changes state (Go's route): marked so that the auth tests treat it as mutating.
 @router.get(
     "/api/v1/tasks/{id}/pieces/{pieceRange}/error", response_class=Response, responses=NOT_FOUND,
-    openapi_extra={MUTATING_GET: True},
+    openapi_extra={MUTATING_GET: True, "requestBody": PIECE_ERROR_BODY},
 )
 async def report_piece_error(
     request: Request,
@@ -102,9 +109,12 @@ async def report_piece_error(
     """Go 1.0.x's REST twin of /peer/piece/error. The JSON body (a GET body, as Go) is PieceErrorRequest
     ``{"dstPid" (required), "srcCid", "errorType", ...}``; 200 with an empty body."""
     body = json_object(await request.body())
-    dst_pid = str(body.get("dstpid") or "")
-    if not dst_pid:
+    dst_pid = body.get("dstpid")
+    if not isinstance(dst_pid, str) or not dst_pid:
         raise HTTPException(400, "dstPid is required")
+    for key in ("srccid", "errortype"):
+        if not isinstance(body.get(key, ""), str):
+            raise HTTPException(400, f"{key} must be a string")
     dst = await PeerService(request.app.state.redis, request.app.state.settings).cid_in_task(dst_pid, tid)
     if dst is not None:  # the seed cache's peer and unknown peers: nothing to record (as Go)
         src, error_type = str(body.get("srccid") or ""), str(body.get("errortype") or "")

@@ -11,11 +11,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from app.api.errors import ApiError
 from app.api.responses import JSONBytes
 from app.api.route_index import OWN_AUTH
 from app.api.routes.preheat import client_ip, preheat_service
 from app.audit.events import AuditEvent
 from app.core.config import Settings
+from app.preheat import docs
 from app.preheat.model import PreheatRequest
 from app.preheat.service import PreheatRefused
 from app.preheat.webhook import WebhookError, parse_event, secret_matches
@@ -36,7 +38,12 @@ def _error(status: int, message: str) -> JSONBytes:
 
 
 @router.post(
-    "/api/v1/webhooks/harbor", response_class=JSONBytes, openapi_extra={OWN_AUTH: "tests/test_harbor_webhook.py"}
+    "/api/v1/webhooks/harbor", response_class=JSONBytes,
+    responses={200: {"model": docs.WebhookAnswer},
+               400: {"model": ApiError, "description": "Not a usable event, or every preheat was refused"},
+               401: {"model": ApiError, "description": "No Authorization header"},
+               403: {"model": ApiError, "description": "Wrong secret, or webhooks disabled"}},
+    openapi_extra={OWN_AUTH: "tests/test_harbor_webhook.py", "requestBody": docs.WEBHOOK_BODY},
 )
 async def harbor_webhook(request: Request) -> JSONBytes:
     settings: Settings = request.app.state.settings
