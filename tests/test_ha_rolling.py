@@ -43,8 +43,8 @@ SIZE = 256 * MIB
 CLIENTS = 50
 RATE = 12 * MIB  # bytes/s per client: 256 MiB take at least 21 s (real dfget 1.0.x: 20 MiB/s)
 MIN_SWARM_SECONDS = 20.0
-# The swarm moves 50 × 256 MiB through one emulator process on 2 cores: measured 140-260 s on the shared
-# 2-core machine: the emulator process is CPU bound (~140 CPU-s for the 12.8 GiB), not the rate limit.
+# The swarm moves 50 × 256 MiB through one emulator process: measured 140-260 s on the shared 2-core
+# machine, where the emulator is CPU bound (~140 CPU-s for the 12.8 GiB), not held back by RATE.
 # SWARM_BUDGET makes a stall fail with its figures, before pytest-timeout (TEST_TIMEOUT, with setup and
 # teardown) would kill it without them.
 SWARM_BUDGET = 420.0
