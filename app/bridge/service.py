@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import httpx
 
 from app.audit.events import AuditEvent, AuditSink
+from app.bridge.peer_ip import PeerAddress, ip_mismatch
 from app.bridge.registration import probe_geometry
 from app.cdn.dispatch import SeedDispatcher
 from app.cdn.policy import SourceRefused, masked_url, source_policy
@@ -124,12 +125,14 @@ class PeerBridge:
 
     # --- /peer/registry ---------------------------------------------------------------------------
 
-    async def register(self, body: bytes, content_type: str) -> dict[str, Any]:
+    async def register(self, body: bytes, content_type: str, peer: PeerAddress | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + self.settings.register_hold_seconds
         try:
             req = wire.parse_register(wire.decode_body(body, content_type))
         except wire.WireError as exc:
             return wire.result(Code.PARAM_ERROR, str(exc))
+        if self.settings.peer_ip_check and (spoofed := ip_mismatch(req.ip, peer, self.settings.trusted_proxies)):
+            return wire.result(Code.PARAM_ERROR, spoofed)
         headers = convert_headers(req.header_entries)
         task_url = req.task_url or req.raw_url
         tid = task_id(task_url, req.md5, req.identifier, headers)

@@ -10,8 +10,10 @@ import socket
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.bridge.peer_ip import parse_trusted
 
 
 def _first_non_loopback_ipv4() -> str:
@@ -145,6 +147,10 @@ class Settings(BaseSettings):
     insecure_open_api: bool = Field(False, description="Cluster mode without DF_API_TOKENS: allow an open API.")
     public_read_api: bool = Field(False, description="Read-only REST endpoints need no token.")
     dfget_allowlist: str = Field("", description="Comma-separated CIDRs allowed on the dfget API; empty = all.")
+    peer_ip_check: bool = Field(False, description="A registration's ip must be the address it came from (501 if not).")
+    trusted_proxies: str = Field(
+        "", description="Comma-separated CIDRs of load balancers whose X-Forwarded-For names the client."
+    )
     source_allowlist: str = Field(
         "", description="Comma-separated CIDRs or host[:port] that sources and registries may resolve to."
     )
@@ -175,6 +181,12 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often /metrics' cluster-wide gauges (tasks, seeding, preheats) are recomputed."
     )
     audit_stream_maxlen: int = Field(1_000_000, ge=1000, description="Bound of the audit buffer stream.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        parse_trusted(value)  # a bad entry fails at startup, not at each registration
+        return value
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:

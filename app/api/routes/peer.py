@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.routing import BaseRoute, Route
 
 from app.api.responses import JSONBytes
+from app.bridge.peer_ip import PeerAddress
 from app.bridge.service import PeerBridge
 from app.core.redis import is_outage
 from app.protocol import wire
@@ -58,7 +59,8 @@ def _answered(handler: Handler, wait: Code) -> Callable[[Request], Awaitable[JSO
 
 async def _register(bridge: PeerBridge, request: Request) -> dict[str, Any]:
     body = await request.body()
-    return await bridge.register(body, request.headers.get("content-type", ""))
+    peer = PeerAddress(request.client.host if request.client else "", tuple(request.headers.getlist("x-forwarded-for")))
+    return await bridge.register(body, request.headers.get("content-type", ""), peer)
 
 
 async def _pull(bridge: PeerBridge, request: Request) -> dict[str, Any]:
