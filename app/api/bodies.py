@@ -21,12 +21,27 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return {str(key).lower(): value for key, value in loaded.items()}
 
 
-def any_case(schema: dict[str, Any]) -> dict[str, Any]:
+def _spellings(name: str) -> list[str]:
+    spellings = [""]
+    for char in name:
+        spellings = [done + variant for done in spellings for variant in dict.fromkeys((char.lower(), char.upper()))]
+    return spellings
+
+
+def any_case(schema: dict[str, Any], spelled_required: bool = True) -> dict[str, Any]:
     """An object schema whose named properties match in any letter case, as the route reads them: each
     property is also a ``patternProperties`` entry (``ip`` → ``^[Ii][Pp]$``), so that ``"PORT": "x"``
-    is as invalid in the document as it is to the server."""
+    is as invalid in the document as it is to the server; and a required property is present in any
+    spelling (``{"ip": ..}`` satisfies ``IP``)."""
     patterns = {
         "^" + "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in name) + "$": sub
         for name, sub in schema.get("properties", {}).items()
     }
-    return {**schema, "patternProperties": patterns}
+    if not spelled_required:  # nested alternatives are more than schemathesis can generate from
+        return {**schema, "patternProperties": patterns}
+    result = {key: value for key, value in schema.items() if key != "required"}
+    required = [{"anyOf": [{"required": [spelling]} for spelling in _spellings(name)]}
+                for name in schema.get("required", ())]
+    if required:
+        result["allOf"] = [*schema.get("allOf", ()), *required]
+    return {**result, "patternProperties": patterns}

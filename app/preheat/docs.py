@@ -115,11 +115,11 @@ LEGACY_PREHEAT_BODY = _body(any_case({
                    "identifier": {"type": "string"}, "headers": _HEADERS},
 }))
 
-OAPI_JOB_BODY = _body(any_case({
+OAPI_JOB_BODY = _body(any_case(spelled_required=False, schema={
     "type": "object", "required": ["type", "args"], "additionalProperties": True,
     "properties": {
         "type": {"type": "string", "enum": ["preheat"]},
-        "args": any_case({
+        "args": any_case(spelled_required=False, schema={
             "type": "object", "required": ["type", "url"], "additionalProperties": True,
             "properties": {
                 "type": _TYPE, "url": _URL, "tag": {"type": "string"}, "filtered_query_params": {"type": "string"},
@@ -134,15 +134,16 @@ OAPI_JOB_BODY = _body(any_case({
     },
 }))
 
-_RESOURCE = {"type": "object", "additionalProperties": True,
-             "properties": {name: {"type": "string"} for name in ("resource_url", "digest", "tag")}}
-_EVENT_DATA = {"type": "object", "required": ["resources"], "additionalProperties": True,
-               "properties": {"resources": {"type": "array", "items": _RESOURCE, "minItems": 1},
-                              "repository": {"type": "object", "additionalProperties": True,
-                                             "properties": {"repo_full_name": {"type": "string"}}}}}
+# The receiver reads every field with str() and ignores an event that is not a push, whatever else it
+# holds; so the leaves are described, not typed (a typed leaf would be a promise the server does not keep).
+_EVENT_DATA = {"type": "object", "additionalProperties": True, "properties": {
+    "resources": {"description": "Push events: a non-empty array of objects with resource_url, digest, tag."},
+    "repository": {"description": "An object whose repo_full_name tells the repository from the host."},
+}}
 WEBHOOK_BODY = _body({
-    "type": "object", "required": ["type"], "additionalProperties": True,
+    "type": "object", "additionalProperties": True,
     "description": "Harbor's default payload (event_data) or a CloudEvent (data); only push events start preheats.",
-    "properties": {"type": {"type": "string"}, "operator": {"type": "string"}, "event_data": _EVENT_DATA,
-                   "data": _EVENT_DATA, "specversion": {"type": "string"}},
+    "properties": {"type": {"description": "PUSH_ARTIFACT or harbor.artifact.pushed start preheats."},
+                   "operator": {}, "specversion": {}, "event_data": {"description": "Harbor's default format."},
+                   "data": {"description": "CloudEvents (Harbor 2.8+)."}},
 })

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
@@ -73,20 +74,32 @@ def _or(value: Any, zero: Any) -> Any:
 
 
 async def _create(request: Request, actor: str, peers: PeerService) -> JSONBytes:
-    fields = json_object(await request.body())
+    raw = await request.body()
+    fields = json_object(raw)
     try:
-        body = PeerCreate.model_validate(
-            # null is Go's zero value; anything else of the wrong type is refused (``"version": {}`` was not).
-            {"ip": fields.get("ip"), "hostname": fields.get("hostname"), "port": _or(fields.get("port"), 0),
-             "version": _or(fields.get("version"), "")},
-            strict=True,  # as Go's decoder: "20000" is not a port, nor true
-        )
+        # The last spelling of a key wins, as in Go; every other spelling present must be valid as well.
+        for key, value in orjson.loads(raw or b"{}").items():  # json_object checked it is an object
+            if key.lower() in _FIELDS:
+                _validated({**fields, key.lower(): value})
+        body = _validated(fields)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise HTTPException(400, problems) from None
     peer_id = await peers.create(body)
     await audit_admin(request, actor, "peer.created", target=peer_id, detail={"ip": body.ip, "port": body.port})
     return JSONBytes({"ID": peer_id}, status_code=201)
+
+
+_FIELDS = ("ip", "hostname", "port", "version")
+
+
+def _validated(fields: dict[str, Any]) -> PeerCreate:
+    return PeerCreate.model_validate(
+        # null is Go's zero value; anything else of the wrong type is refused (``"version": {}`` was not).
+        {"ip": fields.get("ip"), "hostname": fields.get("hostname"), "port": _or(fields.get("port"), 0),
+         "version": _or(fields.get("version"), "")},
+        strict=True,  # as Go's decoder: "20000" is not a port, nor true
+    )
 
 
 @router.post(LEGACY, status_code=201, response_model=PeerCreated, openapi_extra={"requestBody": PEER_CREATE_BODY})
