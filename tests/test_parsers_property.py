@@ -110,7 +110,7 @@ def test_legacy_preheat_bodies_parse_or_raise_bad_request(body: bytes) -> None:
     except BadPreheatRequest:
         return
     assert isinstance(request, PreheatRequest)
-    request.task_id  # noqa: B018 (the id of an accepted request can be computed)
+    request.preheat_id  # noqa: B018 (the id of an accepted request can be computed)
 
 
 @BOUNDED
