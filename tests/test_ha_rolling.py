@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -54,11 +55,12 @@ DRAIN_SECONDS = 3
 
 
 @pytest.fixture(scope="module")
-def payload(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def payload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     path = tmp_path_factory.mktemp("source") / "big.bin"
     data = os.urandom(SIZE)
     path.write_bytes(data)
-    return path, hashlib.sha256(data).hexdigest()
+    yield path, hashlib.sha256(data).hexdigest()
+    path.unlink()  # pytest keeps the last runs' tmp dirs: never leave bulk data behind
 
 
 @pytest.fixture
@@ -76,6 +78,7 @@ def vip(tmp_path: Path, redis_url: str, broker_url: str) -> Iterator[VipCluster]
     finally:
         behind.stop()
         state.flushdb()
+        shutil.rmtree(nodes.seed_dir, ignore_errors=True)  # the 256 MiB seed
 
 
 @dataclass
@@ -138,31 +141,41 @@ async def run_swarm_under(
 ) -> tuple[list[DfgetResult], Chaos, dict[str, Any], float]:
     path, _ = payload
     with SourceProcess({"big.bin": path}) as source:
-        async with Swarm(
-            CLIENTS, [vip.api_vip] * 3, source.url("big.bin"), out, versions=["1.0.6"], distinct_ips=True,
-            rate_limit=RATE,
-        ) as swarm:
-            chaos = Chaos()
-            running = asyncio.create_task(swarm.run())
-            disruptor = asyncio.create_task(disrupt(vip, running, chaos))
-            stalled = ""
-            try:
-                async with asyncio.timeout(SWARM_BUDGET):
-                    await asyncio.shield(running)
-            except TimeoutError:
-                stalled = summary([peer.dfget.result for peer in swarm.peers], chaos, vip)
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
-            finally:
-                elapsed = time.monotonic() - chaos.started
-                # It stops once the swarm is over, after finishing a restart in progress.
-                async with asyncio.timeout(90):
-                    await disruptor
-            if stalled:
-                pytest.fail(f"swarm not done in {SWARM_BUDGET:g} s: {stalled}")
-            results = running.result()
+        try:
+            results, chaos, elapsed = await _swarm(vip, disrupt, source.url("big.bin"), out)
+        finally:
+            # 50 outputs of 256 MiB (the clients' data files are hard links to them, and their uploaders
+            # delete theirs at stop): 12.8 GB that pytest's kept tmp dirs must not accumulate.
+            shutil.rmtree(out, ignore_errors=True)
         stats = source.stats("big.bin")
     return results, chaos, stats, elapsed
+
+
+async def _swarm(
+    vip: VipCluster, disrupt: Disruptor, url: str, out: Path
+) -> tuple[list[DfgetResult], Chaos, float]:
+    async with Swarm(
+        CLIENTS, [vip.api_vip] * 3, url, out, versions=["1.0.6"], distinct_ips=True, rate_limit=RATE,
+    ) as swarm:
+        chaos = Chaos()
+        running = asyncio.create_task(swarm.run())
+        disruptor = asyncio.create_task(disrupt(vip, running, chaos))
+        stalled = ""
+        try:
+            async with asyncio.timeout(SWARM_BUDGET):
+                await asyncio.shield(running)
+        except TimeoutError:
+            stalled = summary([peer.dfget.result for peer in swarm.peers], chaos, vip)
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        finally:
+            elapsed = time.monotonic() - chaos.started
+            # It stops once the swarm is over, after finishing a restart in progress.
+            async with asyncio.timeout(90):
+                await disruptor
+        if stalled:
+            pytest.fail(f"swarm not done in {SWARM_BUDGET:g} s: {stalled}")
+        return running.result(), chaos, elapsed
 
 
 def summary(results: list[DfgetResult], chaos: Chaos, vip: VipCluster, **extra: object) -> str:
