@@ -222,3 +222,16 @@ async def test_sigterm_drains_serves_in_flight_uploads_and_exits_zero(
         assert not heartbeat.keys(schema.replica_key("*"))  # it deregistered
     finally:
         cluster.stop()
+
+
+async def test_piece_tasks_name_the_advertised_piece_port(settings: Settings, redis: Any) -> None:
+    """Behind a VIP or a Service whose port differs from the replicas' own, peers must be sent there."""
+    admin = sync_redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    async with SourceServer() as source, live_supernode(settings.model_copy(
+        update={"advertise_download_port": 18001}
+    )) as sn, httpx.AsyncClient(base_url=sn.api, timeout=10) as http:
+        tid = await seeded_task(sn, source, http, admin)
+        answer = (await http.get(f"/peer/task?srcCid={CID}&dstCid=&range=&result=502&status=700&taskId={tid}")).json()
+    assert answer["code"] == 601, answer
+    assert {task["peerPort"] for task in answer["data"]} == {18001}
+    assert sn.settings.download_port != 18001

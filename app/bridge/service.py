@@ -281,7 +281,7 @@ class PeerBridge:
         tasks = []
         for item in assigned:
             if item.dst == CDN:
-                cid, ip, port, path = self.cdn_cid(tid), cdn_ip, self.settings.download_port, cdn_path(tid)
+                cid, ip, port, path = self.cdn_cid(tid), cdn_ip, self.settings.piece_port, cdn_path(tid)
             else:
                 cid, ip, port, path = item.dst, item.ip, item.port, item.path
             tasks.append(

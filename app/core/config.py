@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     port: int = Field(8002, description="dfget-facing API port.")
     download_port: int = Field(8001, description="Piece (framed file) download port, nginx in the original.")
     advertise_ip: str = Field("", description="IP peers use for the CDN peer; the VIP behind a load balancer.")
+    advertise_download_port: int = Field(
+        0, ge=0, le=65535,
+        description="Piece port peers are sent to (the VIP's, e.g. a Service port); 0 = DF_DOWNLOAD_PORT.",
+    )
 
     # --- backing services ------------------------------------------------------------------
     redis_url: str = Field("", description="redis://, rediss:// or redis+sentinel://; empty = embedded.")
@@ -210,6 +214,11 @@ class Settings(BaseSettings):
     def seed_path(self) -> Path:
         assert self.seed_dir is not None
         return self.seed_dir
+
+    @property
+    def piece_port(self) -> int:
+        """The piece port named in piece tasks: where peers reach the seed cache (behind a VIP, its port)."""
+        return self.advertise_download_port or self.download_port
 
     @property
     def cdn_cid_prefix(self) -> str:

@@ -87,10 +87,10 @@ class PeerService:
         s = self.settings
         now_ns = time.time_ns()
         peer_id = f"{host_name}-{s.advertise_ip}-{now_ns}"
-        record = {"ID": peer_id, "IP": s.advertise_ip, "hostName": host_name, "port": s.download_port,
+        record = {"ID": peer_id, "IP": s.advertise_ip, "hostName": host_name, "port": s.piece_port,
                   "created": now_ns // 1_000_000, "cdn": True}
         script = self.redis.register_script(script_source("cdn_peer"))
-        keys = [schema.cdn_peer_key(s.advertise_ip, s.download_port), schema.PEERS]
+        keys = [schema.cdn_peer_key(s.advertise_ip, s.piece_port), schema.PEERS]
         return str(await script(keys=keys, args=["", 0, now_ns // 1_000_000, peer_id, orjson.dumps(record)]))
 
     async def cid_in_task(self, peer_id: str, tid: str) -> str | None:
