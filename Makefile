@@ -27,7 +27,7 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed
 	bash tests/ensure_services.sh
 	$(MAKE) lint
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=20
 
 bench: $(VENV)/.installed
 	bash tests/ensure_services.sh
