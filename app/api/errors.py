@@ -78,5 +78,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ApiError, "description": "Bad input"},
     401: {"model": ApiError, "description": "No token"},
     403: {"model": ApiError, "description": "Wrong token"},
+    # Any request whose body is over DF_MAX_REST_BODY_BYTES, refused while it is read (app/api/limits.py).
+    413: {"model": ApiError, "description": "Body over the size limit"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ApiError, "description": "Unknown id"}}
