@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -183,6 +184,13 @@ class Settings(BaseSettings):
     replica_heartbeat_seconds: float = Field(5.0, gt=0, description="How often a replica announces itself.")
     gauge_refresh_seconds: float = Field(
         5.0, gt=0, description="How often /metrics' cluster-wide gauges (tasks, seeding, preheats) are recomputed."
+    )
+    metrics_peer_label: bool = Field(
+        False, description="Fill the legacy metrics' `peer` label with the dfget's IP (one series per dfget host: "
+        "unbounded cardinality). Off: the label is kept, empty.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: one JSON object per log line, with the request id (X-Request-Id).",
     )
     audit_stream_maxlen: int = Field(1_000_000, ge=1000, description="Bound of the audit buffer stream.")
 
