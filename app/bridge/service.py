@@ -17,6 +17,7 @@ import httpx
 from app.audit.events import AuditEvent, AuditSink
 from app.bridge.peer_ip import PeerAddress, ip_mismatch
 from app.bridge.registration import probe_geometry
+from app.bridge.task_metrics import parse_task_metrics
 from app.cdn.dispatch import SeedDispatcher
 from app.cdn.policy import SourceRefused, masked_url, source_policy
 from app.cdn.source import convert_headers
@@ -309,6 +310,17 @@ class PeerBridge:
             dst, kind = self.dst_of(query.get("dstCid", "")), query.get("errorType", "")
             await self._report(f"piece error of {src}", lambda: self.state.piece_error(tid, src, dst, kind))
         return wire.result(Code.SUCCESS)
+
+    async def task_metrics(self, body: bytes) -> dict[str, Any]:
+        """[1.0.x] ``POST /task/metrics`` (§6.1): the one report of back-to-source bytes (app.state.traffic).
+
+        Always ``{"code": 1}`` (it stops dfget's retry); a body we cannot use is simply not counted.
+        """
+        report = parse_task_metrics(body)
+        if report is not None and report.back_sourced:
+            tid, cid, length = report.task_id, report.cid, report.file_length
+            await self._report(f"back-source of {cid}", lambda: self.state.back_source(tid, cid, length))
+        return {"code": 1}
 
     async def service_down(self, query: dict[str, str]) -> dict[str, Any]:
         tid, cid = query.get("taskId", ""), query.get("cid", "")

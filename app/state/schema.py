@@ -32,6 +32,14 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 | df:{T}:refused               | hash   | last source-policy refusal of a registration for T (mostly a T | task TTL   |
 |                              |        | that was never created): reason, message, url, first/last ms,  |            |
 |                              |        | count; shown by GET /api/v1/tasks/{id}                         |            |
+| df:{T}:traffic               | hash   | bytes clients got, by source class: peer, seed, source        | task TTL   |
+|                              |        | (app/state/traffic.py; written in _prelude.lua count_traffic)   |            |
+| df:{T}:bs                    | set    | cids whose back-to-source /task/metrics report was counted     | task TTL   |
+| df:traffic                   | hash   | cluster-wide bytes by source class since the state was created | none       |
+| df:traffic:m:{minute}        | hash   | bytes by source class in one minute (epoch ms // 60000)        | 2 h + 1 min|
+| df:limits                    | hash   | live limits (app/limits): downLinkKiB, seedUploadKiBps,        | none       |
+|                              |        | peerDownLimit, peerUpLimit, cdnLoadLimit; absent = setting     |            |
+| df:{T}:limits                | hash   | one task's live limits: downLinkKiB                            | task TTL   |
 | df:tasks                     | zset   | taskId scored by last access ms (listing, GC of the index)     | none, GC'd |
 | df:peers                     | hash   | peerId -> JSON {ID, IP, hostName, port, version, created (ms),  | none, GC'd |
 |                              |        | cid, taskId}: one record per registration, as Go's peer list    |            |
@@ -69,6 +77,11 @@ PREHEAT_SLOTS = f"{PREFIX}preheat:slots"
 OAPI_JOB_SEQ = f"{PREFIX}oapi:seq"
 REPLICAS = f"{PREFIX}replicas"
 CDN_DST = "cdn"  # the dst name of the seed cache in run/load keys
+TRAFFIC_TOTAL = f"{PREFIX}traffic"
+# Mirrored in _prelude.lua (TRAFFIC_BUCKET_TTL); tests/test_traffic.py checks the two agree.
+TRAFFIC_BUCKET_SECONDS = 60
+TRAFFIC_BUCKET_TTL_SECONDS = 2 * 3600 + 60
+LIMITS = f"{PREFIX}limits"
 
 
 def task_prefix(tid: str) -> str:
@@ -125,6 +138,19 @@ def unreach_key(tid: str) -> str:
 
 def refused_key(tid: str) -> str:
     return f"{task_prefix(tid)}refused"
+
+
+def traffic_key(tid: str) -> str:
+    return f"{task_prefix(tid)}traffic"
+
+
+def traffic_bucket_key(minute: int) -> str:
+    """``minute``: epoch ms // 60000."""
+    return f"{TRAFFIC_TOTAL}:m:{minute}"
+
+
+def task_limits_key(tid: str) -> str:
+    return f"{task_prefix(tid)}limits"
 
 
 def preheat_key(preheat_id: str) -> str:

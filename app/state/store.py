@@ -167,6 +167,10 @@ class ClusterState:
     async def piece_error(self, tid: str, src_cid: str, dst: str, error_type: str) -> bool:
         return bool(await self._run("piece_error", tid, src_cid, dst, error_type, CDN))
 
+    async def back_source(self, tid: str, cid: str, file_length: int) -> bool:
+        """Count a 1.0.x back-to-source download of ``file_length`` bytes (once per cid; app.state.traffic)."""
+        return bool(await self._run("back_source", tid, cid, file_length))
+
     async def service_down(self, tid: str, cid: str) -> bool:
         return bool(await self._run("service_down", tid, cid))
 

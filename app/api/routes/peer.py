@@ -81,8 +81,7 @@ async def _service_down(bridge: PeerBridge, request: Request) -> dict[str, Any]:
 
 async def _task_metrics(bridge: PeerBridge, request: Request) -> dict[str, Any]:
     # dfget retries the report unless code == 1 (IsSuccess, §6.1).
-    await request.body()
-    return {"code": 1}
+    return await bridge.task_metrics(await request.body())
 
 
 register = _answered(_register, Code.WAIT_AUTH)

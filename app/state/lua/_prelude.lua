@@ -31,13 +31,40 @@ local function note_piece_time(assigned)
   redis.call('HSET', taskk, 'pieceMs', avg, 'pieceSamples', tonumber(cur[2] or '0') + 1)
 end
 
-local function record_success(cid, n, add_holder)
-  local _, assigned = release(cid, n)
+-- Bytes moved by source class (app/state/traffic.py): per task, cluster-wide and per-minute bucket.
+-- Global keys outside the task's slot, like df:tasks: one round trip, no second call on the hot path.
+local TRAFFIC_BUCKET_TTL = 7260
+local function count_traffic(class, bytes)
+  if bytes <= 0 then return end
+  local tk = k('traffic')
+  redis.call('HINCRBY', tk, class, bytes)
+  touch(tk)
+  redis.call('HINCRBY', 'df:traffic', class, bytes)
+  local bucket = 'df:traffic:m:' .. math.floor(NOW / 60000)
+  redis.call('HINCRBY', bucket, class, bytes)
+  redis.call('EXPIRE', bucket, TRAFFIC_BUCKET_TTL)
+end
+
+-- The framed size of piece n as the seed cache holds it ("md5:framedLen"), else the piece size.
+local function piece_bytes(n)
+  local framed = string.match(redis.call('HGET', k('cdn'), n) or '', ':(%d+)$')
+  return tonumber(framed or redis.call('HGET', k('task'), 'pieceSize') or '0')
+end
+
+-- `reported_dst`: the source the client named (may be '' after a migration); the source we assigned
+-- (the run entry) wins. A piece counts once per client: when its done bit first goes to 1, whichever
+-- channel (pull 701/503 or /peer/piece/suc) brings the news first.
+local function record_success(cid, n, add_holder, reported_dst, cdn_dst)
+  local ran, assigned = release(cid, n)
   note_piece_time(assigned)
   redis.call('SREM', k('reoffer:' .. cid), n)
   local donek = k('done:' .. cid)
-  redis.call('SETBIT', donek, n, 1)
+  local had = redis.call('SETBIT', donek, n, 1)
   touch(donek)
+  local src = ran or reported_dst
+  if had == 0 and src and src ~= '' then
+    count_traffic(src == cdn_dst and 'seed' or 'peer', piece_bytes(n))
+  end
   if add_holder then
     local hk = k('holders:' .. n)
     redis.call('SADD', hk, cid)

@@ -7,7 +7,7 @@ local task = redis.call('HMGET', k('task'), 'cdnStatus', 'pieceTotal', 'pieceSiz
 if task[1] == 'SUCCESS' and n >= tonumber(task[2]) then return 0 end
 -- First report of this piece by this cid: only then does dst's served counter move (idempotence).
 local first = redis.call('SISMEMBER', k('holders:' .. n), cid) == 0
-record_success(cid, n, true)
+record_success(cid, n, true, dst, cdn_dst)
 redis.call('HSET', dtk, 'errs', 0)
 if dst ~= '' and dst ~= cdn_dst then
   local dstk = k('dt:' .. dst)

@@ -49,11 +49,11 @@ local sealed = task[1] == 'SUCCESS'
 if status == 700 then
   redis.call('HSET', dtk, 'status', 'RUNNING')
   -- After a migration the START item still carries the last outcome; it is true, so keep it.
-  if result == 503 and n >= 0 and (not sealed or n < piece_total) then record_success(cid, n, false) end
+  if result == 503 and n >= 0 and (not sealed or n < piece_total) then record_success(cid, n, false, dst, cdn_dst) end
 elseif status == 701 then
   if n < 0 then return cjson.encode({kind = 'param', msg = 'invalid range'}) end
   if result == 503 or result == 501 then
-    if not sealed or n < piece_total then record_success(cid, n, false) end
+    if not sealed or n < piece_total then record_success(cid, n, false, dst, cdn_dst) end
   elseif result == 500 then
     record_failure(cid, n, dst, cdn_dst)
   else
