@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     down_link_kib: int = Field(
         0, ge=0, description="downLink in piece tasks (KiB/s); 0 like Go, 20480 lifts 0.4.x's 10 MiB/s cap."
     )
+    seed_upload_kibps: int = Field(
+        0, ge=0, description="Total seed-cache upload bandwidth (KiB/s) shared by the live replicas; 0 = unlimited."
+    )
+    limits_cache_seconds: float = Field(
+        1.0, gt=0, le=30, description="How long a replica uses the live limits (PUT /api/v1/limits) it last read."
+    )
 
     # --- lifetimes (PROTOCOL §11.7) -------------------------------------------------------
     task_ttl_seconds: int = Field(1800, ge=10, description="Idle time after which task state expires.")
