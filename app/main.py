@@ -20,7 +20,7 @@ from app.api.errors import install_error_handlers
 from app.api.limits import BodyLimitMiddleware, guarded_protocol
 from app.api.middleware import UnhandledErrorMiddleware, VersionPrefixMiddleware
 from app.api.routes import audit as audit_routes
-from app.api.routes import catalogue, cluster, oapi, peer, peers, preheat, system, tasks, webhook
+from app.api.routes import catalogue, cluster, oapi, ops, peer, peers, preheat, system, tasks, webhook
 from app.audit.events import RedisAuditLog
 from app.audit.runtime import AuditRuntime
 from app.bridge.service import PeerBridge
@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None, readiness: Readiness | None = N
     app.include_router(oapi.router)
     app.include_router(webhook.router)
     app.include_router(audit_routes.router)
+    app.include_router(ops.router)
     install_error_handlers(app)
     # Innermost of the middlewares (added first): see UnhandledErrorMiddleware.
     app.add_middleware(UnhandledErrorMiddleware, on_outage=readiness.redis_failed)

@@ -10,6 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
@@ -25,6 +26,8 @@ from app.cluster.readiness import Readiness
 from app.core.config import Settings
 from app.core.redis import is_outage
 from app.core.replay import ReplayBuffer
+from app.limits.model import Limits as LiveValues
+from app.limits.store import LiveLimits, effective_down_link
 from app.protocol import wire
 from app.protocol.codes import Code, PullStatus
 from app.protocol.pieces import piece_num_of_range, piece_range, piece_size_for, provisional_piece_total
@@ -76,6 +79,18 @@ class PeerBridge:
             elimination=settings.elimination_limit,
         )
         self.rng = random.Random()
+        self.live = LiveLimits(state.redis, settings)
+        self._live_seen: LiveValues | None = None
+
+    async def _limits(self) -> LiveValues:
+        """The live limits (app.limits, cached ~1 s); the scheduler's copy follows them."""
+        live = await self.live.current()
+        if live is not self._live_seen:
+            self._live_seen = live
+            self.limits = replace(
+                self.limits, peer_down=live.peer_down_limit, peer_up=live.peer_up_limit, cdn_load=live.cdn_load_limit
+            )
+        return live
 
     def dst_of(self, cid: str) -> str:
         """The seed cache appears to peers under any ``cdnnode:`` cid (the advertise IP may differ)."""
@@ -239,23 +254,24 @@ class PeerBridge:
             return wire.result(Code.PARAM_ERROR, f"range {req.range} is out of bounds")
         deadline = time.monotonic() + self.settings.pull_hold_seconds
         try:
+            live = await self._limits()
             out = await self._hold(deadline, lambda: self._within(deadline, self.state.pull(
                 req.task_id, req.src_cid, req.status, req.result, piece_num, self.dst_of(req.dst_cid),
-                req.fingerprint,
+                req.fingerprint, live.peer_down_limit,
             )))
             kind = out["kind"]
             if kind == "snapshot":
                 picks = schedule(to_snapshot(out), self.limits, self.rng)
-                assigned = await self._hold(deadline, lambda: self._within(
-                    deadline, self.state.assign(req.task_id, req.src_cid, req.fingerprint, picks)
-                )) if picks else []
-                return self._pieces(req.task_id, out, assigned)
+                assigned = await self._hold(deadline, lambda: self._within(deadline, self.state.assign(
+                    req.task_id, req.src_cid, req.fingerprint, picks, live.peer_up_limit, live.cdn_load_limit
+                ))) if picks else []
+                return self._pieces(req.task_id, out, assigned, live)
         except StateUnavailable as exc:
             # dfget resends this very request after a 602, so the outcome it reports is not lost; and
             # if the assignment went through unseen, the same request is answered with the same pieces.
             return wire.result(Code.PEER_WAIT, f"cluster state unavailable ({exc}): peer should wait")
         if kind == "replay":
-            return self._pieces(req.task_id, out, parse_assignments(out["assigned"]))
+            return self._pieces(req.task_id, out, parse_assignments(out["assigned"]), live)
         if kind == "wait":
             if out.get("seedEpoch"):
                 await self.dispatcher.dispatch(req.task_id, int(out["seedEpoch"]))
@@ -273,11 +289,14 @@ class PeerBridge:
             Code.PEER_WAIT, f"clientSucCount:{out.get('have', 0)},cdnSucCount:{out.get('cdn', 0)}: peer should wait"
         )
 
-    def _pieces(self, tid: str, out: dict[str, Any], assigned: list[Assignment]) -> dict[str, Any]:
+    def _pieces(
+        self, tid: str, out: dict[str, Any], assigned: list[Assignment], live: LiveValues
+    ) -> dict[str, Any]:
         # An empty 601 would stall dfget 0.4.x for good (§5.2); "ask again" is the honest answer.
         if not assigned:
             return self._wait(out)
         piece_size = int(out["pieceSize"])
+        down_link = effective_down_link(live, out.get("downLink"))
         cdn_ip = out.get("superNodeIp") or self.settings.advertise_ip
         tasks = []
         for item in assigned:
@@ -288,7 +307,7 @@ class PeerBridge:
             tasks.append(
                 wire.piece_task(
                     piece_range(item.piece_num, piece_size), item.piece_num, piece_size, item.md5, cid, ip, port,
-                    path, self.settings.down_link_kib,
+                    path, down_link,
                 )
             )
         return wire.result(Code.PEER_CONTINUE, data=tasks)

@@ -9,7 +9,8 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 |                              |        | pieceTotal, cdnStatus, fileLength, realMd5, seed epoch/lease/  | refreshed  |
 |                              |        | progress/error, created/accessed (ms), pieceMs/pieceSamples    | on access  |
 |                              |        | (moving average of assign-to-report time: sizes piece leases), |            |
-|                              |        | seedOwner "<epoch>:<run id>" (the one run seeding that epoch)  |            |
+|                              |        | seedOwner "<epoch>:<run id>" (the one run seeding that epoch), |            |
+|                              |        | downLinkKiB (PUT /api/v1/tasks/{id}/limits, task_limit.lua)    |            |
 | df:{T}:cdn                   | hash   | pieceNum -> "md5hex:framedLen" of pieces the seed cache holds   | task TTL   |
 | df:{T}:cids                  | set    | cids registered for the task                                   | task TTL   |
 | df:{T}:dt:{cid}              | hash   | dfget-task: peerId, ip, port, path, hostName, version,         | task TTL   |
@@ -39,7 +40,6 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 | df:traffic:m:{minute}        | hash   | bytes by source class in one minute (epoch ms // 60000)        | 2 h + 1 min|
 | df:limits                    | hash   | live limits (app/limits): downLinkKiB, seedUploadKiBps,        | none       |
 |                              |        | peerDownLimit, peerUpLimit, cdnLoadLimit; absent = setting     |            |
-| df:{T}:limits                | hash   | one task's live limits: downLinkKiB                            | task TTL   |
 | df:tasks                     | zset   | taskId scored by last access ms (listing, GC of the index)     | none, GC'd |
 | df:peers                     | hash   | peerId -> JSON {ID, IP, hostName, port, version, created (ms),  | none, GC'd |
 |                              |        | cid, taskId}: one record per registration, as Go's peer list    |            |
@@ -147,10 +147,6 @@ def traffic_key(tid: str) -> str:
 def traffic_bucket_key(minute: int) -> str:
     """``minute``: epoch ms // 60000."""
     return f"{TRAFFIC_TOTAL}:m:{minute}"
-
-
-def task_limits_key(tid: str) -> str:
-    return f"{task_prefix(tid)}limits"
 
 
 def preheat_key(preheat_id: str) -> str:

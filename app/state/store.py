@@ -140,23 +140,32 @@ class ClusterState:
     # --- pulls and reports ---------------------------------------------------------------------
 
     async def pull(
-        self, tid: str, cid: str, status: int, result: int, piece_num: int, dst: str, fingerprint: str
+        self, tid: str, cid: str, status: int, result: int, piece_num: int, dst: str, fingerprint: str,
+        peer_down_limit: int | None = None,
     ) -> dict[str, Any]:
+        """``peer_down_limit``: the live limit (app.limits); None = the setting."""
         s = self.settings
+        down = s.peer_down_limit if peer_down_limit is None else peer_down_limit
         out: dict[str, Any] = await self._run_json(
-            "pull", tid, tid, cid, status, result, piece_num, dst, fingerprint, s.peer_down_limit,
+            "pull", tid, tid, cid, status, result, piece_num, dst, fingerprint, down,
             s.holder_sample, int(s.seed_lease_seconds * 1000), CDN,
         )
         return out
 
-    async def assign(self, tid: str, cid: str, fingerprint: str, picks: list[tuple[int, str]]) -> list[Assignment]:
+    async def assign(
+        self, tid: str, cid: str, fingerprint: str, picks: list[tuple[int, str]],
+        peer_up_limit: int | None = None, cdn_load_limit: int | None = None,
+    ) -> list[Assignment]:
+        """The two limits: the live ones (app.limits); None = the settings."""
         s = self.settings
         flat: list[str | int] = []
         for piece_num, dst in picks:
             flat += [piece_num, dst]
+        up = s.peer_up_limit if peer_up_limit is None else peer_up_limit
+        cdn_load = s.cdn_load_limit if cdn_load_limit is None else cdn_load_limit
         rows = await self._run_json(
-            "assign", tid, cid, fingerprint, int(s.piece_lease_seconds * 1000), s.peer_up_limit,
-            s.cdn_load_limit, s.elimination_limit, CDN, int(s.reoffer_lease_seconds * 1000),
+            "assign", tid, cid, fingerprint, int(s.piece_lease_seconds * 1000), up,
+            cdn_load, s.elimination_limit, CDN, int(s.reoffer_lease_seconds * 1000),
             int(s.piece_lease_floor_seconds * 1000), s.piece_lease_factor, *flat,
         )
         return parse_assignments(rows)
@@ -170,6 +179,10 @@ class ClusterState:
     async def back_source(self, tid: str, cid: str, file_length: int) -> bool:
         """Count a 1.0.x back-to-source download of ``file_length`` bytes (once per cid; app.state.traffic)."""
         return bool(await self._run("back_source", tid, cid, file_length))
+
+    async def set_task_down_link(self, tid: str, kib: int | None) -> bool:
+        """One task's downLink (None: back to the cluster's); False when the task does not exist."""
+        return bool(await self._run("task_limit", tid, "" if kib is None else kib))
 
     async def service_down(self, tid: str, cid: str) -> bool:
         return bool(await self._run("service_down", tid, cid))

@@ -9,7 +9,8 @@ local lease_ms, cdn_dst = tonumber(ARGV[13]), ARGV[14]
 
 local taskk, dtk, runk, cdnk = k('task'), k('dt:' .. cid), k('run:' .. cid), k('cdn')
 local task = redis.call('HMGET', taskk, 'cdnStatus', 'pieceTotal', 'fileLength', 'realMd5', 'seedLease',
-  'seedError', 'pieceSize')
+  'seedError', 'pieceSize', 'downLinkKiB')
+local down_link = task[8] or ''
 if not task[1] or redis.call('EXISTS', dtk) == 0 then return cjson.encode({kind = 'unknown'}) end
 
 -- A load balancer retry of the pull we answered last: hand out the same pieces again.
@@ -35,7 +36,7 @@ if last[1] == fingerprint and last[2] and last[2] ~= '' then
       end
     end
     if #out > 0 then return cjson.encode({kind = 'replay', assigned = out, pieceSize = piece_size,
-      superNodeIp = super_node}) end
+      superNodeIp = super_node, downLink = down_link}) end
   end
 end
 
@@ -133,6 +134,7 @@ end
 local cdn_loadk = k('load:' .. cdn_dst)
 redis.call('ZREMRANGEBYSCORE', cdn_loadk, '-inf', NOW)
 return cjson.encode({kind = 'snapshot', pieceSize = piece_size, superNodeIp = super_node, ip = last[4] or '',
+  downLink = down_link,
   pieces = pieces,
   running = running_list, candidates = cands,
   cdnLoad = redis.call('ZCARD', cdn_loadk), black = redis.call('SMEMBERS', k('black:' .. cid)),

@@ -1,0 +1,11 @@
+"""The operations routes of issue 8 (live limits, overview, task swarm view, dashboard), in one router
+so that app/main.py includes them with one line."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.routes import live_limits
+
+router = APIRouter()
+router.include_router(live_limits.router)

@@ -1,0 +1,57 @@
+"""Request and response shapes of ``/api/v1/limits`` and ``/api/v1/tasks/{id}/limits``."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+_RESET = " null: back to the DF_* setting."
+
+
+class LimitsChange(BaseModel):
+    """Any subset of the limits; a field left out is unchanged, a null goes back to the setting.
+
+    The bounds are app.limits.model.FIELDS (tests/test_live_limits.py checks that they agree)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    downLinkKiB: StrictInt | None = Field(
+        None, ge=0, le=10485760, description="downLink (KiB/s) sent in piece tasks; 0 = none." + _RESET)
+    seedUploadKiBps: StrictInt | None = Field(
+        None, ge=0, le=104857600,
+        description="Seed-cache upload bandwidth (KiB/s) shared by the live replicas; 0 = unlimited." + _RESET)
+    peerDownLimit: StrictInt | None = Field(
+        None, ge=1, le=64, description="Pieces one client downloads at once." + _RESET)
+    peerUpLimit: StrictInt | None = Field(
+        None, ge=1, le=1000, description="Uploads handed to one peer at once." + _RESET)
+    cdnLoadLimit: StrictInt | None = Field(
+        None, ge=1, le=10000, description="Pieces from the seed cache at once, per task." + _RESET)
+
+
+class TaskLimitsChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    downLinkKiB: StrictInt | None = Field(
+        None, ge=0, le=10485760, description="This task's downLink (KiB/s); null: the cluster's.")
+
+
+class LimitValues(BaseModel):
+    downLinkKiB: int
+    seedUploadKiBps: int
+    peerDownLimit: int
+    peerUpLimit: int
+    cdnLoadLimit: int
+
+
+class LimitsView(BaseModel):
+    limits: LimitValues = Field(description="In force now (an override, else the setting).")
+    defaults: LimitValues = Field(description="The DF_* settings of the replica that answered.")
+    overrides: dict[str, int] = Field(description="What PUT /api/v1/limits set (kept in Redis).")
+    liveReplicas: int = Field(description="Replicas with a fresh heartbeat, sharing the seed upload bandwidth.")
+    seedUploadPerReplicaKiBps: int = Field(description="seedUploadKiBps / liveReplicas; 0 = unlimited.")
+    appliedWithinSeconds: float = Field(description="Every replica applies a change within this time.")
+
+
+class TaskLimitsView(BaseModel):
+    taskId: str
+    downLinkKiB: int = Field(description="What this task's piece tasks carry.")
+    override: int | None = Field(None, description="The task's own downLinkKiB, if set.")
