@@ -195,6 +195,10 @@ class Settings(BaseSettings):
         False, description="Fill the legacy metrics' `peer` label with the dfget's IP (one series per dfget host: "
         "unbounded cardinality). Off: the label is kept, empty.",
     )
+    metrics_task_series: int = Field(
+        100, ge=0, le=10_000, description="How many tasks (the most recently used) get per-task byte-split series "
+        "on /metrics (`task_served_bytes_total{task,source}`); 0: none.",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="`json`: one JSON object per log line, with the request id (X-Request-Id).",
     )
