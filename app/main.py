@@ -19,6 +19,7 @@ from app.api.auth import ensure_api_protected
 from app.api.errors import install_error_handlers
 from app.api.limits import BodyLimitMiddleware, guarded_protocol
 from app.api.middleware import UnhandledErrorMiddleware, VersionPrefixMiddleware
+from app.api.requestid import RequestIdMiddleware
 from app.api.routes import audit as audit_routes
 from app.api.routes import catalogue, cluster, oapi, ops, peer, peers, preheat, system, tasks, webhook
 from app.audit.events import RedisAuditLog
@@ -32,11 +33,12 @@ from app.cdn.storage import LocalSeedStorage
 from app.cluster.gauges import run_gauge_loop
 from app.cluster.heartbeat import ReplicaPresence
 from app.cluster.readiness import Readiness
-from app.core import lograte
+from app.core import logjson, lograte
 from app.core.config import Settings, get_settings
 from app.core.masking import install_log_masking
 from app.core.redis import create_redis
 from app.core.replay import ReplayBuffer
+from app.observability.workers import WorkerProbe
 from app.preheat.service import PreheatService
 from app.state.store import ClusterState
 
@@ -80,7 +82,9 @@ def create_app(settings: Settings | None = None, readiness: Readiness | None = N
         monitor = asyncio.create_task(readiness.monitor(redis, settings.readiness_interval_seconds))
         replaying = asyncio.create_task(replay.run())
         disk_gc = asyncio.create_task(run_gc_loop(redis, storage, settings))
-        gauges = asyncio.create_task(run_gauge_loop(redis, settings.gauge_refresh_seconds))
+        gauges = asyncio.create_task(
+            run_gauge_loop(redis, settings.gauge_refresh_seconds, settings, WorkerProbe(dispatcher))
+        )
         presence = ReplicaPresence(redis, settings)
         # The audit consumer: one named consumer per replica in the one group (each event written once).
         app.state.audit_runtime = AuditRuntime.start(redis, settings, presence.id)
@@ -126,6 +130,8 @@ def create_app(settings: Settings | None = None, readiness: Readiness | None = N
         app.add_middleware(DfgetAllowlistMiddleware, networks=dfget_networks)
     metrics.instrument(app, settings.version)
     app.add_middleware(VersionPrefixMiddleware)
+    if settings.log_format == "json":
+        app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
     return app
 
 
@@ -186,6 +192,7 @@ async def serve(settings: Settings) -> None:
     config = uvicorn.Config(
         BodyLimitMiddleware(app, settings.max_peer_body_bytes, settings.max_rest_body_bytes),
         host=settings.listen, port=settings.port, log_level="info", access_log=False,
+        log_config=logjson.uvicorn_log_config(settings.log_format),
         http=guarded_protocol(settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds),
         timeout_keep_alive=int(settings.keepalive_timeout_seconds),
         loop="asyncio", timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
@@ -209,6 +216,6 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    install_log_masking()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(get_settings()))
+    settings = get_settings()
+    logjson.configure(settings.log_format)  # masks every record first (app.core.masking)
+    asyncio.run(serve(settings))

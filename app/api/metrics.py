@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Callable
 
 from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator.metrics import Info
+
+from app.core.config import Settings
+from app.observability import dfget, local, roundtrips
+from app.observability.dfget import ObserverMiddleware
 
 _NS, _SUB = "dragonfly", "supernode"
 _DURATION_BUCKETS = (0.1, 0.2, 0.4, 1, 3, 8, 20, 60, 120)
@@ -36,6 +41,10 @@ request_size = Histogram(
     "http_request_size_bytes", "Histogram of request size for HTTP requests.", ["handler"],
     namespace=_NS, subsystem=_SUB, buckets=_SIZE_BUCKETS,
 )
+redis_round_trips = Histogram(
+    "redis_round_trips", "Redis round trips (commands, pipelines, script calls) one HTTP request cost this replica.",
+    ["handler"], namespace=_NS, subsystem=_SUB, buckets=(0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100),
+)
 response_size = Histogram(
     "http_response_size_bytes", "Histogram of response size for HTTP requests.", ["handler"],
     namespace=_NS, subsystem=_SUB, buckets=_SIZE_BUCKETS,
@@ -46,21 +55,35 @@ def _content_length(value: str | None) -> int:
     return int(value) if value and value.isdigit() else 0
 
 
-def record(info: Info) -> None:
-    handler = info.modified_handler
-    requests_total.labels(info.modified_status, handler).inc()
-    request_duration.labels(handler).observe(info.modified_duration)
-    request_size.labels(handler).observe(_content_length(info.request.headers.get("content-length")))
-    sent = info.response.headers.get("content-length") if info.response is not None else None
-    response_size.labels(handler).observe(_content_length(sent))
+def recorder(peer_label: bool) -> Callable[[Info], None]:
+    def record(info: Info) -> None:
+        handler = info.modified_handler
+        requests_total.labels(info.modified_status, handler).inc()
+        request_duration.labels(handler).observe(info.modified_duration)
+        request_size.labels(handler).observe(_content_length(info.request.headers.get("content-length")))
+        sent = info.response.headers.get("content-length") if info.response is not None else None
+        response_size.labels(handler).observe(_content_length(sent))
+        trips = roundtrips.current()
+        if trips is not None:
+            redis_round_trips.labels(handler).observe(trips.count)
+        if handler in dfget.QUERY_HANDLERS:
+            dfget.record_query(handler, info.request.query_params, info.modified_duration, peer_label)
+
+    return record
 
 
 def instrument(app: FastAPI, version: str) -> None:
     """Record every request (``handler`` = the route template, ``none`` for unknown paths) and serve
     ``/metrics``. Call it before adding the middlewares that rewrite the path (the /v1 prefix), so the
-    handler label is the route the request reached."""
+    handler label is the route the request reached. Reads ``app.state.settings``."""
+    settings: Settings = app.state.settings
     # goversion: the label stays for queries that group by it; there is no Go, so it names the runtime.
     build_info.labels(version, "", sys.platform, platform.machine(), f"python{platform.python_version()}").set(1)
+    roundtrips.install()
+    local.bind(app.state)  # readiness now; the replay buffer once the lifespan made it
     instrumentator = Instrumentator(should_group_status_codes=False, excluded_handlers=["/metrics"])
-    instrumentator.add(record)
+    instrumentator.add(recorder(settings.metrics_peer_label))
     instrumentator.instrument(app).expose(app, include_in_schema=False)
+    # Outside the instrumentator: its callback reads the round-trip count this middleware starts.
+    app.add_middleware(ObserverMiddleware, peer_label=settings.metrics_peer_label,
+                       max_body=settings.max_peer_body_bytes)

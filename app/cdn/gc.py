@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from app.cdn.storage import LocalSeedStorage
 from app.core.config import Settings
 from app.core.redis import OutageLog
+from app.observability import legacy
 from app.state import schema
 
 log = logging.getLogger("app.cdn.gc")
@@ -113,7 +114,9 @@ async def run_gc_loop(redis: aioredis.Redis, storage: LocalSeedStorage, settings
         await asyncio.sleep(interval)
         try:
             if await redis.set(GC_LOCK, os.getpid(), nx=True, ex=max(1, int(interval))):
-                await collect_once(redis, storage, settings, int(time.time() * 1000))
+                deleted = await collect_once(redis, storage, settings, int(time.time() * 1000))
+                legacy.gc_disks.inc(len(deleted))
+                legacy.last_gc_disks.set_to_current_time()
         except Exception as exc:  # Redis away or a disk error: the next round tries again
             outage.failed(exc)
         else:

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from prometheus_client import Gauge
 
+from app.core.config import Settings
 from app.core.redis import OutageLog
+from app.observability import shared
+from app.observability.workers import WorkerProbe
 from app.preheat.model import Status
 from app.state import schema
 
@@ -91,11 +94,23 @@ async def refresh(redis: aioredis.Redis) -> None:
         preheats.labels(status).set(now.preheats[status])
 
 
-async def run_gauge_loop(redis: aioredis.Redis, interval: float) -> None:
+async def refresh_shared(redis: aioredis.Redis, settings: Settings, workers: WorkerProbe | None) -> None:
+    now = await shared.snapshot(redis, settings.metrics_peer_label, settings.metrics_task_series)
+    now.workers = await workers.count() if workers is not None else None
+    shared.collector.last = now
+
+
+async def run_gauge_loop(
+    redis: aioredis.Redis, interval: float, settings: Settings | None = None, workers: WorkerProbe | None = None
+) -> None:
+    """Recompute every cluster-wide gauge each ``interval``; with ``settings``, also those of
+    app.observability.shared (peers, dfgettasks, byte split, replicas, workers, audit backlog)."""
     outage = OutageLog(log, "cluster gauges refresh")
     while True:
         try:
             await refresh(redis)
+            if settings is not None:
+                await refresh_shared(redis, settings, workers)
         except Exception as exc:  # a Redis outage: the gauges keep their last values, the loop goes on
             outage.failed(exc)
         else:

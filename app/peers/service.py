@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from app.core.config import Settings
 from app.core.timefmt import rfc3339_ms
+from app.observability import legacy
 from app.peers.models import PeerCreate, PeerInfo, PeerTask, PeerView
 from app.state import schema
 from app.state.scripts import script_source
@@ -80,6 +81,8 @@ class PeerService:
             pipe.hdel(schema.PEERS, peer_id)
             pipe.zrem(schema.PEERS_SEEN, peer_id)
             removed, _ = await pipe.execute()
+        if removed:
+            legacy.gc_peers.inc()
         return bool(removed)
 
     async def ensure_cdn_peer(self, host_name: str) -> str:

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from app.cdn.storage import SeedStorage
 from app.core.masking import mask_headers, mask_text, mask_url
 from app.core.timefmt import rfc3339_ms
+from app.observability import legacy
 from app.state import schema
 from app.tasks.models import PieceHolder, PieceInfo, PiecePage, SeedProgress, TaskPage, TaskStatus, TaskView
 from app.tasks.refusals import read_refusal, refused_view
@@ -217,6 +218,8 @@ class TaskService:
                 pipe.unlink(*keys)
             pipe.zrem(schema.TASK_INDEX, tid)
             await pipe.execute()
+        if keys:
+            legacy.gc_tasks.inc()
         had_files = False
         if full:
             had_files = await asyncio.to_thread(self._delete_files, tid)

@@ -1,0 +1,166 @@
+"""Cluster-wide series computed from the shared Redis state: the legacy ``peers`` and ``dfgettasks``
+gauges, bytes served by source class (cluster-wide and per task), live replicas, seed workers and the
+audit backlog.
+
+Every replica computes the same numbers from the same state, so none of them double counts and a
+dashboard takes ``max`` over replicas (never ``sum``); each help text says so. They are recomputed by
+the gauge loop (``DF_GAUGE_REFRESH_SECONDS``), not at scrape time: prometheus_client collects
+synchronously, and a scrape storm must not turn into a Redis storm. A scrape shows the last snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, Collector
+
+from app.state import schema, traffic
+
+_NS = "dragonfly_supernode_"
+_SAME = " Cluster-wide, from the shared state: the same on every replica (aggregate with max, not sum)."
+_CHUNK = 1000
+_DFGETTASK_STATUSES = ("WAITING", "RUNNING", "SUCCESS", "FAILED")
+
+
+@dataclass
+class Snapshot:
+    peers: Counter[str] = field(default_factory=Counter)  # by IP ("" with the peer label off)
+    dfgettasks: Counter[tuple[str, str]] = field(default_factory=Counter)  # by (callSystem, status)
+    served: traffic.Traffic = traffic.ZERO
+    task_served: list[tuple[str, traffic.Traffic]] = field(default_factory=list)
+    replicas: int = 0
+    workers: int | None = None  # None: in-process seeding, or not probed yet
+    audit_backlog: int = 0
+
+
+async def _peers(redis: aioredis.Redis, peer_label: bool) -> Counter[str]:
+    out: Counter[str] = Counter()
+    cursor = 0
+    while True:
+        cursor, chunk = await redis.hscan(schema.PEERS, cursor, count=_CHUNK)
+        records: dict[str, str] = chunk  # type: ignore[assignment]
+        for record in records.values():
+            try:
+                ip = orjson.loads(record).get("IP", "")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            out[ip if peer_label and isinstance(ip, str) else ""] += 1
+        if cursor == 0:
+            return out
+
+
+async def _dfgettasks(redis: aioredis.Redis, tids: list[str]) -> Counter[tuple[str, str]]:
+    """By (callSystem, status). A dfget task's own callSystem where its record has one, else the one
+    its task was created with (register.lua keeps it on the task)."""
+    out: Counter[tuple[str, str]] = Counter()
+    for start in range(0, len(tids), _CHUNK):
+        part = tids[start : start + _CHUNK]
+        async with redis.pipeline(transaction=False) as pipe:
+            for tid in part:
+                pipe.smembers(schema.cids_key(tid))
+                pipe.hget(schema.task_key(tid), "callSystem")
+            replies: list[Any] = await pipe.execute()
+        pairs = [(tid, cid, replies[2 * i + 1] or "") for i, tid in enumerate(part) for cid in replies[2 * i]]
+        for first in range(0, len(pairs), _CHUNK):
+            chunk = pairs[first : first + _CHUNK]
+            async with redis.pipeline(transaction=False) as pipe:
+                for tid, cid, _ in chunk:
+                    pipe.hmget(schema.dt_key(tid, cid), "callSystem", "status")
+                rows: list[list[str | None]] = await pipe.execute()
+            out.update((own or task_call_system, status)
+                       for (_, _, task_call_system), (own, status) in zip(chunk, rows, strict=True) if status)
+    return out
+
+
+async def _replicas(redis: aioredis.Redis) -> int:
+    ids: list[str] = await redis.zrange(schema.REPLICAS, 0, -1)  # type: ignore[assignment]
+    if not ids:
+        return 0
+    alive: int = await redis.exists(*[schema.replica_key(i) for i in ids])  # an expired heartbeat is a dead one
+    return alive
+
+
+async def _audit_backlog(redis: aioredis.Redis) -> int:
+    """Events in the audit stream not yet written to Postgres: never delivered to a writer (``lag``)
+    plus delivered but not acknowledged (``pending``). Before any writer made the group: the stream."""
+    try:
+        groups: list[dict[str, Any]] = await redis.xinfo_groups(schema.AUDIT_STREAM)
+    except aioredis.ResponseError:  # no stream yet
+        return 0
+    for group in groups:
+        if group.get("name") == schema.AUDIT_GROUP:
+            lag = group.get("lag")
+            if lag is None:  # Redis cannot tell after some trims: the stream length bounds it
+                lag = await redis.xlen(schema.AUDIT_STREAM)
+            return int(lag) + int(group.get("pending", 0))
+    length: int = await redis.xlen(schema.AUDIT_STREAM)
+    return length
+
+
+async def snapshot(redis: aioredis.Redis, peer_label: bool, task_series: int) -> Snapshot:
+    tids: list[str] = await redis.zrange(schema.TASK_INDEX, 0, -1)  # type: ignore[assignment]
+    recent: list[str] = []
+    if task_series:
+        recent = await redis.zrevrange(schema.TASK_INDEX, 0, task_series - 1)  # type: ignore[assignment]
+    peers, dfgettasks, served, per_task, replicas, backlog = await asyncio.gather(
+        _peers(redis, peer_label), _dfgettasks(redis, tids), traffic.cluster_traffic(redis),
+        traffic.tasks_traffic(redis, recent), _replicas(redis), _audit_backlog(redis),
+    )
+    return Snapshot(peers=peers, dfgettasks=dfgettasks, served=served,
+                    task_served=list(zip(recent, per_task, strict=True)), replicas=replicas, audit_backlog=backlog)
+
+
+class SharedCollector(Collector):
+    """Yields the last snapshot. Registered once per process (tests build several apps)."""
+
+    def __init__(self) -> None:
+        self.last = Snapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.last
+        peers = GaugeMetricFamily(_NS + "peers", "Peer records (registrations kept), by dfget IP." + _SAME,
+                                  labels=["peer"])
+        for ip, count in sorted((now.peers or Counter({"": 0})).items()):
+            peers.add_metric([ip], count)
+        yield peers
+        dfgettasks = GaugeMetricFamily(_NS + "dfgettasks", "dfget tasks by call system and status." + _SAME,
+                                       labels=["callsystem", "status"])
+        systems = {call_system for call_system, _ in now.dfgettasks}
+        for call_system in sorted(systems):
+            for status in _DFGETTASK_STATUSES:
+                dfgettasks.add_metric([call_system, status], now.dfgettasks[(call_system, status)])
+        yield dfgettasks
+        served = CounterMetricFamily(
+            _NS + "served_bytes", "Bytes clients received, by source class: peer (another dfget), seed (the "
+            "seed cache), source (back to the origin, as dfget 1.0.x reports it)." + _SAME, labels=["source"],
+        )
+        for name in traffic.SOURCE_CLASSES:
+            served.add_metric([name], getattr(now.served, name))
+        yield served
+        per_task = CounterMetricFamily(
+            _NS + "task_served_bytes", "Bytes clients received for a task, by source class; only the "
+            "DF_METRICS_TASK_SERIES most recently used tasks." + _SAME, labels=["task", "source"],
+        )
+        for tid, split in now.task_served:
+            for name in traffic.SOURCE_CLASSES:
+                per_task.add_metric([tid, name], getattr(split, name))
+        yield per_task
+        yield GaugeMetricFamily(_NS + "replicas", "Replicas with a live heartbeat." + _SAME, value=now.replicas)
+        if now.workers is not None:
+            yield GaugeMetricFamily(_NS + "seed_workers", "Celery seed workers that answered a ping." + _SAME,
+                                    value=now.workers)
+        yield GaugeMetricFamily(
+            _NS + "audit_backlog", "Audit events waiting in Redis to be written to Postgres." + _SAME,
+            value=now.audit_backlog,
+        )
+
+
+collector = SharedCollector()
+REGISTRY.register(collector)
