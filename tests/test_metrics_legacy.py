@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import redis
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -229,3 +235,75 @@ def test_the_byte_split_adds_up_to_what_the_emulator_moved(run: Run) -> None:
         split = {k: value(fams, "dragonfly_supernode_served_bytes", "dragonfly_supernode_served_bytes_total",
                           source=k) for k in ("peer", "seed", "source")}
         assert split == {"peer": moved["peer"], "seed": moved["seed"], "source": 0}
+
+
+# --- the Grafana board and the alert rules query only what /metrics exports ---------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "deploy" / "grafana" / "df-supernode.json"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+# Series Prometheus makes itself, and one only a cluster with Celery workers exports (this one seeds
+# in-process): named here so that every other name must be exported.
+NOT_FROM_METRICS = {"up": "Prometheus' own scrape health",
+                    "dragonfly_supernode_seed_workers": "exported only when seeding runs on Celery workers"}
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_IDENT = re.compile(r"(?<![\w:.$])([A-Za-z_:][A-Za-z0-9_:]*)\b(?!\s*\()")
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
+             "group_right", "inf", "nan", "atan2"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects: identifiers left once strings, label matchers {...},
+    ranges and subqueries [...], grouping label lists and function/aggregation calls are taken out."""
+    text = _STRING.sub('""', expr)
+    text = re.sub(r"\{[^}]*\}", "", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    text = _LABEL_LIST.sub("", text)
+    return {name for name in _IDENT.findall(text) if name.lower() not in _KEYWORDS}
+
+
+def dashboard_exprs() -> list[str]:
+    board = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+
+
+def alert_exprs() -> list[str]:
+    rules = yaml.safe_load(ALERTS.read_text())
+    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+
+
+def test_the_promql_name_parser() -> None:
+    assert promql_metric_names(
+        'histogram_quantile(0.99, sum by (handler, le) (rate(a_bucket{code=~"5..", x="y(z)"}[5m]))) / b'
+        ' and on(instance) deriv(max(c)[15m:1m]) > 10e6 unless d offset 5m'
+    ) == {"a_bucket", "b", "c", "d"}
+    assert promql_metric_names('sum without (source) (x_total{source="peer"})') == {"x_total"}
+
+
+def test_every_name_in_the_dashboard_and_the_alerts_is_exported(run: Run) -> None:
+    exported = {s.name for api in run.api for _, found in scrape(api).values() for s in found}
+    board, alerts = dashboard_exprs(), alert_exprs()
+    assert len(board) >= 20 and len(alerts) >= 8
+    used = set().union(*(promql_metric_names(e) for e in board + alerts))
+    missing = used - exported - set(NOT_FROM_METRICS)
+    assert not missing, f"queried but not on /metrics: {sorted(missing)}"
+    # The panels the issue names are there.
+    titles = " | ".join(p["title"] for p in json.loads(DASHBOARD.read_text())["panels"]).lower()
+    for needed in ("p2p ratio", "throughput by source", "request rate by handler", "latency", "seed progress",
+                   "5xx", "replicas", "seed workers"):
+        assert needed in titles, needed
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing (tests/services/promtool.sh)")
+def test_promtool_accepts_the_alerts_and_every_dashboard_query(tmp_path: Path) -> None:
+    checked = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # The board's queries, as recording rules: promtool parses each (Grafana's interval variable set).
+    rules = {"groups": [{"name": "board", "rules": [
+        {"record": f"board:query{i}", "expr": expr.replace("$__rate_interval", "5m")}
+        for i, expr in enumerate(dashboard_exprs())]}]}
+    path = tmp_path / "board.yml"
+    path.write_text(yaml.safe_dump(rules))
+    checked = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
