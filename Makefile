@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench install
+.PHONY: run test lint bench install image
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || (apt-get install -y python3-venv && $(PY) -m venv $(VENV))
@@ -32,3 +32,18 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	bash tests/ensure_services.sh
 	$(BIN)/python -m benchmarks.bench_control_plane
+
+## Build the container image with buildah (one image: replica, worker, migrate). The base is made from
+## Debian packages by deploy/image/build-base.sh (cached in buildah's store) unless BASE_IMAGE names one,
+## e.g. make image BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
+## BUILD_CA: a CA bundle for pip behind a TLS-intercepting proxy (default: $$PIP_CERT), a build secret.
+## --isolation chroot: RUN steps need no OCI runtime or cgroups (crun refuses hybrid cgroups on some hosts).
+comma := ,
+IMAGE ?= localhost/df-supernode:dev
+BASE_IMAGE ?=
+BUILD_CA ?= $(PIP_CERT)
+image:
+	bash tests/services/image_tools.sh
+	base="$(BASE_IMAGE)"; [ -n "$$base" ] || base="$$(bash deploy/image/build-base.sh | tail -n 1)"; \
+	buildah bud --layers --pull=false --isolation chroot --network host --build-arg BASE_IMAGE="$$base" \
+	  $(if $(BUILD_CA),--secret id=build_ca$(comma)src=$(BUILD_CA)) -t $(IMAGE) -f Dockerfile .

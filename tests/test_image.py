@@ -1,0 +1,180 @@
+"""The container image, built here with buildah (`make image`) and run with podman: its three commands.
+
+Cost: the base (a debootstrap of bookworm, ~90 s) is made once per machine and kept in buildah's store;
+`make image` then reuses its cached layers (dependencies change rarely; the app layer takes seconds).
+A cold machine pays about 3 minutes once. The runs here take about 30 s.
+
+podman on this machine kind: crun refuses its hybrid cgroup v1 layout and the sandbox lacks
+CAP_SYS_RESOURCE (podman's default rlimits cannot be set), so the runs use runc and rlimits below the
+host's hard limits. Host networking: the emulated peers and the sources are on the host's loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cluster import REPO, free_port
+from tests.emulator import Swarm
+from tests.postgres import rows
+from tests.sources import SourceServer
+
+pytestmark = pytest.mark.slow
+
+IMAGE = "localhost/df-supernode:test"
+PODMAN_RUN = [
+    "podman", "run", "--rm", "--network", "host", "--runtime", "runc",
+    "--ulimit", "nofile=8192:8192", "--ulimit", "nproc=4096:4096",
+]
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    for tool in ("buildah", "podman", "runc"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} missing: run tests/services/image_tools.sh (make test does)")
+    started = time.monotonic()
+    build = subprocess.run(["make", "--no-print-directory", "image", f"IMAGE={IMAGE}"], cwd=REPO,
+                           capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    print(f"make image: {time.monotonic() - started:.1f}s")
+    return IMAGE
+
+
+class Container:
+    """One `podman run` in the foreground: SIGTERM to podman is passed on to the container (sig-proxy)."""
+
+    def __init__(self, image: str, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = f"df-test-{uuid.uuid4().hex[:10]}"
+        self.log = log
+        args = [*PODMAN_RUN, "--name", self.name]
+        for key, value in env.items():
+            args += ["-e", f"{key}={value}"]
+        with open(log, "wb") as handle:
+            self.popen = subprocess.Popen([*args, image, *command], stdout=handle, stderr=subprocess.STDOUT)
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.tail(20000):
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not seen in the container's log:\n{self.tail()}")
+            time.sleep(0.2)
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            subprocess.run(["podman", "kill", self.name], capture_output=True, timeout=30)
+            self.popen.wait(30)
+
+
+@pytest.fixture
+def containers(tmp_path: Path) -> Iterator[list[Container]]:
+    started: list[Container] = []
+    yield started
+    for container in started:
+        container.kill()
+
+
+def _wait_http(url: str, container: Container, timeout: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            if container.popen.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{url} never answered:\n{container.tail()}") from None
+            time.sleep(0.2)
+
+
+def test_image_is_non_root_and_carries_only_runtime_dependencies(image: str) -> None:
+    probe = subprocess.run(
+        [*PODMAN_RUN, image, "python", "-c",
+         "import os, importlib.util as u; print(os.getuid(), os.getgid(), "
+         "[m for m in ('pytest', 'mypy', 'ruff', 'hypothesis', 'playwright') if u.find_spec(m)])"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split("\n")[0] == "10001 10001 []"
+
+
+async def test_replica_serves_a_swarm_then_drains(image: str, containers: list[Container], tmp_path: Path) -> None:
+    port, download_port = free_port(), free_port()
+    replica = Container(image, ["replica"], {
+        # Embedded mode (no DF_REDIS_URL): the replica alone, seeding in-process.
+        "DF_LISTEN": "127.0.0.1", "DF_PORT": str(port), "DF_DOWNLOAD_PORT": str(download_port),
+        "DF_ADVERTISE_IP": "127.0.0.1", "DF_SOURCE_ALLOWLIST": "127.0.0.0/8", "DF_DRAIN_SECONDS": "3",
+    }, tmp_path / "replica.log")
+    containers.append(replica)
+    ping = _wait_http(f"http://127.0.0.1:{port}/_ping", replica)
+    assert (ping.status_code, ping.text) == (200, "OK")
+    assert "embedded mode" in replica.tail()
+
+    data = os.urandom(24 * 1024 * 1024)
+    async with SourceServer() as source:
+        source.add("blob.bin", data)
+        async with Swarm(4, [f"127.0.0.1:{port}"], source.url("blob.bin"), tmp_path / "out",
+                         sleep_scale=0.25) as swarm:
+            results = await swarm.run()
+        full_gets = source.stats("blob.bin").full_gets
+    digest = hashlib.sha256(data).hexdigest()
+    for result in results:
+        assert result.success and result.sha256 == digest, (result.error, replica.tail())
+        assert not result.back_sourced and not result.supernode_5xx
+    assert full_gets == 1  # the seed cache pulled the source once, inside the container
+    assert sum(r.pieces_from_peers for r in results) > 0
+
+    _drains_as_the_chart_expects(replica, port, download_port)
+
+
+def _drains_as_the_chart_expects(replica: Container, port: int, download_port: int) -> None:
+    """The chart's probes: after SIGTERM the piece port's /readyz (readiness) says draining while /_ping
+    (liveness) stays OK; then the replica exits 0."""
+    replica.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while (ready := httpx.get(f"http://127.0.0.1:{download_port}/readyz", timeout=2)).status_code == 200:
+        assert time.monotonic() < deadline, replica.tail()
+        time.sleep(0.1)
+    assert ready.status_code == 503 and ready.json()["reasons"] == ["draining"]
+    assert httpx.get(f"http://127.0.0.1:{port}/_ping", timeout=2).text == "OK"
+    assert replica.popen.wait(60) == 0, replica.tail()
+
+
+def test_worker_starts_on_the_real_broker_and_stops_warm(
+    image: str, containers: list[Container], tmp_path: Path, redis_url: str, broker_url: str
+) -> None:
+    worker = Container(image, ["worker", "--concurrency=1", "--loglevel=INFO"],
+                       {"DF_REDIS_URL": redis_url, "DF_BROKER_URL": broker_url}, tmp_path / "worker.log")
+    containers.append(worker)
+    worker.wait_for("ready.")
+    assert "df-seed" in worker.tail(20000)  # the seed queue the replicas send to
+    assert worker.terminate() == 0, worker.tail()
+    assert "warm shutdown" in worker.tail().lower()
+
+
+def _run_migrate(image: str, database_url: str) -> None:
+    migrate = subprocess.run([*PODMAN_RUN, "-e", f"DF_DATABASE_URL={database_url}", image, "migrate"],
+                             capture_output=True, text=True, timeout=180)
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    assert "Running upgrade" in migrate.stderr, migrate.stderr
+
+
+async def test_migrate_upgrades_a_real_database(image: str, tmp_path: Path, pg_db: str) -> None:
+    _run_migrate(image, pg_db)
+    tables = {r["tablename"] for r in await rows(pg_db, "SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+    assert {"alembic_version", "audit_events"} <= tables, tables
