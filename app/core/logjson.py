@@ -3,8 +3,9 @@ that index fields instead of parsing text.
 
 Every record has ``ts`` (RFC 3339, UTC, milliseconds), ``level``, ``logger``, ``msg``; a record logged
 while a request is served has its ``request_id`` (the X-Request-Id the response carries, see
-app/api/requestid.py); an exception adds ``exc``. Messages are already masked by the record factory of
-app/core/masking.py; the traceback text is masked here, since an exception's message may quote a URL.
+app/api/requestid.py); an exception adds ``exc``. Messages are masked by the record factory of
+app/core/masking.py and once more here (a record made before the factory was installed, a message built
+from an object whose str() holds a URL); so is the traceback, since an exception's message may quote one.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": mask_text(record.getMessage()),
         }
         rid = request_id.get()
         if rid is not None:

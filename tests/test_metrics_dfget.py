@@ -1,0 +1,121 @@
+"""The per-replica counters fed by what dfget sends, on a real in-process supernode: /task/metrics
+reports counted as Go counted them (and refused bodies not at all, still answered code 1), the peer
+label off by default and filled when enabled, registrations and their failures, Redis round trips per
+request, and this replica's own readiness gauges."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from app.core.config import Settings
+from tests.live import live_supernode
+from tests.test_bridge import registration
+
+JSON = {"content-type": "application/json;charset=utf-8"}
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def get(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def report(call_system: str, **fields: Any) -> bytes:
+    body = {"IP": "127.0.0.5", "callSystem": call_system, "cID": "127.0.0.5-9-1.000", "duration": 12.5,
+            "fileLength": 1000, "port": 15002, "success": True, "taskId": "b" * 64} | fields
+    return json.dumps({k: v for k, v in body.items() if v is not None}).encode()
+
+
+async def test_task_reports_are_counted_as_go_counted_them(settings: Settings, redis: Redis) -> None:
+    cs = f"cs-{uuid.uuid4().hex[:8]}"
+    async with live_supernode(settings) as sn, httpx.AsyncClient(base_url=sn.api, timeout=10) as http:
+        bodies = [
+            report(cs),  # success: duration, size and count
+            report(cs, fileLength=500, duration=700.0),  # past the last bucket
+            report(cs, success=None, fileLength=None, backsourceReason="1003"),  # failed, refused back-source
+            # Refused by Go's validation or decoding: never counted, still answered code 1 (no retry).
+            report(cs, port=80), report(cs, callSystem=""), report(cs, success="yes"), report(cs, duration=-1),
+            b"[1, 2]", b"{not json",
+        ]
+        answers = [await http.post(path, content=body, headers=JSON)
+                   for path, body in zip(["/task/metrics", "/v1.0.6/task/metrics"] * 5, bodies, strict=False)]
+        found = samples((await http.get("/metrics")).text)
+    assert [a.json() for a in answers] == [{"code": 1}] * len(bodies)
+    labels = {"callsystem": cs, "peer": ""}  # the peer label is off by default: kept, empty
+    assert get(found, "dragonfly_dfget_download_total", **labels) == 3
+    assert get(found, "dragonfly_dfget_download_size_bytes_total", **labels) == 1500
+    assert get(found, "dragonfly_dfget_download_duration_seconds_count", **labels) == 2
+    assert get(found, "dragonfly_dfget_download_duration_seconds_sum", **labels) == 712.5
+    assert get(found, "dragonfly_dfget_download_duration_seconds_bucket", **labels, le="30.0") == 1
+    assert get(found, "dragonfly_dfget_download_duration_seconds_bucket", **labels, le="600.0") == 1
+    assert get(found, "dragonfly_dfget_download_duration_seconds_bucket", **labels, le="+Inf") == 2
+    assert get(found, "dragonfly_dfget_download_failed_total", **labels, reason="1003") == 1
+    assert not any(name.startswith("dragonfly_dfget") and dict(lbl).get("callsystem") == ""
+                   for name, lbl in found)
+
+
+async def test_the_peer_label_is_the_dfget_ip_when_enabled(settings: Settings, redis: Redis) -> None:
+    cs = f"cs-{uuid.uuid4().hex[:8]}"
+    labelled = settings.model_copy(update={"metrics_peer_label": True})
+    async with live_supernode(labelled) as sn, httpx.AsyncClient(base_url=sn.api, timeout=10) as http:
+        await http.post("/task/metrics", content=report(cs), headers=JSON)
+        pull = await http.get("/peer/task", params={"taskId": "c" * 64, "srcCid": "127.0.0.77-5-1.000"})
+        found = samples((await http.get("/metrics")).text)
+    assert pull.status_code == 200
+    assert get(found, "dragonfly_dfget_download_total", callsystem=cs, peer="127.0.0.5") == 1
+    assert get(found, "dragonfly_dfget_download_total", callsystem=cs, peer="") == 0
+    assert get(found, "dragonfly_supernode_schedule_duration_milliseconds_count", peer="127.0.0.77") >= 1
+
+
+async def test_registrations_and_their_failures(settings: Settings, redis: Redis) -> None:
+    cs = f"cs-{uuid.uuid4().hex[:8]}"
+    async with live_supernode(settings) as sn, httpx.AsyncClient(base_url=sn.api, timeout=10) as http:
+        before = samples((await http.get("/metrics")).text)
+        bad_ip = registration("http://127.0.0.1:9/x") | {"ip": "not-an-ip", "callSystem": cs}
+        refused = registration("http://169.254.169.254/latest/meta-data/") | {"callSystem": cs}
+        answers = [(await http.post("/peer/registry", json=body)).json() for body in (bad_ip, refused)]
+        after = samples((await http.get("/metrics")).text)
+    assert all(a["code"] != 200 for a in answers), answers
+    assert get(after, "dragonfly_supernode_dfgettasks_registered_total", callsystem=cs) == 2
+    assert get(after, "dragonfly_supernode_dfgettasks_failed_total", callsystem=cs) == 2
+    assert (get(after, "dragonfly_supernode_tasks_registered_total")
+            - get(before, "dragonfly_supernode_tasks_registered_total")) == 2
+    assert (get(after, "dragonfly_supernode_source_refusals_total", reason="metadata")
+            - get(before, "dragonfly_supernode_source_refusals_total", reason="metadata")) >= 1
+
+
+async def test_redis_round_trips_are_counted_per_request(settings: Settings, redis: Redis) -> None:
+    async with live_supernode(settings) as sn, httpx.AsyncClient(base_url=sn.api, timeout=10) as http:
+        before = samples((await http.get("/metrics")).text)
+        for _ in range(3):
+            await http.get("/_ping")
+            pull = await http.get("/peer/task", params={"srcCid": "127.0.0.1-1-1.000", "dstCid": "", "range": "",
+                                                        "result": "500", "status": "700", "taskId": "d" * 64})
+            assert pull.json()["code"] != 501, pull.text  # parsed: it reached the state
+        after = samples((await http.get("/metrics")).text)
+        found = after
+
+    def delta(name: str, **labels: str) -> float:
+        return get(after, name, **labels) - get(before, name, **labels)
+
+    # /_ping touches no Redis; a pull does: its script call, and on the first one the live limits' read and
+    # the connection's setup.
+    assert delta("dragonfly_supernode_redis_round_trips_count", handler="/_ping") == 3
+    assert delta("dragonfly_supernode_redis_round_trips_bucket", handler="/_ping", le="0.0") == 3
+    assert delta("dragonfly_supernode_redis_round_trips_count", handler="/peer/task") == 3
+    pull_trips = delta("dragonfly_supernode_redis_round_trips_sum", handler="/peer/task")
+    assert 3 <= pull_trips <= 30
+    assert delta("dragonfly_supernode_redis_round_trips_bucket", handler="/peer/task", le="0.0") == 0
+    # This replica's own condition.
+    assert get(found, "dragonfly_supernode_ready") == 1
+    assert get(found, "dragonfly_supernode_draining") == 0
+    assert get(found, "dragonfly_supernode_replay_buffered") == 0
