@@ -48,20 +48,24 @@ def finish(trips: Trips) -> int:
     return trips.count
 
 
+def counting(send: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """``send`` (a connection's socket write), counted into the current request's :class:`Trips`."""
+
+    @functools.wraps(send)
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        trips = _current.get()
+        if trips is not None and trips.open:
+            trips.count += 1
+        await send(self, *args, **kwargs)
+
+    return counted
+
+
 def install() -> None:
     """Wrap redis-py's socket write once per process (idempotent). Wrapped at the class, not per pool:
     every pool the process builds (plain, Sentinel, embedded) shares it."""
     global _installed
     if _installed:
         return
-    original: Callable[..., Awaitable[None]] = AbstractConnection.send_packed_command
-
-    @functools.wraps(original)
-    async def counted(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
-        trips = _current.get()
-        if trips is not None and trips.open:
-            trips.count += 1
-        await original(self, *args, **kwargs)
-
-    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    AbstractConnection.send_packed_command = counting(AbstractConnection.send_packed_command)  # type: ignore[method-assign,assignment]
     _installed = True
