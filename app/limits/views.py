@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _whole_number(value: object) -> object:
+    """JSON Schema's integer: 427 and 427.0 are, "427", true and 1.5 are not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
 
 _RESET = " null: back to the DF_* setting."
 
@@ -12,26 +27,25 @@ class LimitsChange(BaseModel):
 
     The bounds are app.limits.model.FIELDS (tests/test_live_limits.py checks that they agree)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
-    downLinkKiB: StrictInt | None = Field(
-        None, ge=0, le=10485760, description="downLink (KiB/s) sent in piece tasks; 0 = none." + _RESET)
-    seedUploadKiBps: StrictInt | None = Field(
-        None, ge=0, le=104857600,
-        description="Seed-cache upload bandwidth (KiB/s) shared by the live replicas; 0 = unlimited." + _RESET)
-    peerDownLimit: StrictInt | None = Field(
-        None, ge=1, le=64, description="Pieces one client downloads at once." + _RESET)
-    peerUpLimit: StrictInt | None = Field(
-        None, ge=1, le=1000, description="Uploads handed to one peer at once." + _RESET)
-    cdnLoadLimit: StrictInt | None = Field(
-        None, ge=1, le=10000, description="Pieces from the seed cache at once, per task." + _RESET)
+    downLinkKiB: Annotated[int, Field(ge=0, le=10485760), BeforeValidator(_whole_number)] | None = Field(
+        None, description="downLink (KiB/s) sent in piece tasks; 0 = none." + _RESET)
+    seedUploadKiBps: Annotated[int, Field(ge=0, le=104857600), BeforeValidator(_whole_number)] | None = Field(
+        None, description="Seed-cache upload bandwidth (KiB/s) shared by the live replicas; 0 = unlimited." + _RESET)
+    peerDownLimit: Annotated[int, Field(ge=1, le=64), BeforeValidator(_whole_number)] | None = Field(
+        None, description="Pieces one client downloads at once." + _RESET)
+    peerUpLimit: Annotated[int, Field(ge=1, le=1000), BeforeValidator(_whole_number)] | None = Field(
+        None, description="Uploads handed to one peer at once." + _RESET)
+    cdnLoadLimit: Annotated[int, Field(ge=1, le=10000), BeforeValidator(_whole_number)] | None = Field(
+        None, description="Pieces from the seed cache at once, per task." + _RESET)
 
 
 class TaskLimitsChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    downLinkKiB: StrictInt | None = Field(
-        None, ge=0, le=10485760, description="This task's downLink (KiB/s); null: the cluster's.")
+    downLinkKiB: Annotated[int, Field(ge=0, le=10485760), BeforeValidator(_whole_number)] | None = Field(
+        ..., description="This task's downLink (KiB/s); null: the cluster's.")
 
 
 class LimitValues(BaseModel):

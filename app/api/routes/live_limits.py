@@ -80,8 +80,6 @@ async def put_task_limits(
     request: Request, actor: Admin, tid: TaskId, change: Annotated[TaskLimitsChange, Body()]
 ) -> TaskLimitsView:
     """Set one task's downLink (null: back to the cluster's); applies to its next piece tasks. Audited."""
-    if "downLinkKiB" not in change.model_fields_set:
-        raise HTTPException(400, "downLinkKiB is required (null resets it)")
     state: ClusterState = request.app.state.cluster_state
     if not await state.set_task_down_link(tid, change.downLinkKiB):
         raise HTTPException(404, f"task {tid} not found")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.routes import live_limits
+from app.api.routes import live_limits, overview
 
 router = APIRouter()
 router.include_router(live_limits.router)
+router.include_router(overview.router)

@@ -12,8 +12,10 @@ from app.api.auth import Admin, Reader
 from app.api.bodies import any_case, json_object
 from app.api.errors import ERRORS, NOT_FOUND
 from app.api.route_index import MUTATING_GET
+from app.ops.models import TaskRow, TaskRowPage
+from app.ops.swarm import task_rows
 from app.peers.service import PeerService
-from app.tasks.models import PiecePage, TaskPage, TaskStatus, TaskView
+from app.tasks.models import PiecePage, TaskStatus, TaskView
 from app.tasks.service import TASK_ID_PATTERN, TaskService
 
 router = APIRouter(tags=["tasks"], responses=ERRORS)
@@ -42,25 +44,29 @@ async def _task_or_404(tasks: TaskService, tid: str) -> TaskView:
     return task
 
 
-@router.get("/api/v1/tasks", response_model=TaskPage, response_model_exclude_none=True)
+@router.get("/api/v1/tasks", response_model=TaskRowPage, response_model_exclude_none=True)
 async def list_tasks(
+    request: Request,
     _: Reader,
     tasks: Tasks,
     status: Annotated[TaskStatus | None, Query(description="cdnStatus to keep.")] = None,
     url: Annotated[str | None, Query(max_length=4096, description="Substring of taskURL or rawURL.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-) -> TaskPage:
-    """Tasks with state in Redis, most recently accessed first."""
-    return await tasks.list(status, url, limit, offset)
+) -> TaskRowPage:
+    """Tasks with state in Redis, most recently accessed first, each with its peers running and done and
+    the bytes its clients received by source class."""
+    page = await tasks.list(status, url, limit, offset)
+    rows = await task_rows(request.app.state.redis, page.tasks)
+    return TaskRowPage(total=page.total, offset=page.offset, limit=page.limit, tasks=rows)
 
 
-@router.get("/api/v1/tasks/{id}", response_model=TaskView, response_model_exclude_none=True, responses=NOT_FOUND)
-async def get_task(_: Reader, tasks: Tasks, tid: TaskId) -> TaskView:
+@router.get("/api/v1/tasks/{id}", response_model=TaskRow, response_model_exclude_none=True, responses=NOT_FOUND)
+async def get_task(request: Request, _: Reader, tasks: Tasks, tid: TaskId) -> TaskRow:
     """TaskInfo (Go field names, zero/empty omitted) plus live seeding progress. A task id whose
     registrations the source policy refused (so the task was never created) answers 200 with
     ``cdnStatus: "REFUSED"`` and ``sourceRefusal`` (reason, message, url, count, first, last)."""
-    return await _task_or_404(tasks, tid)
+    return (await task_rows(request.app.state.redis, [await _task_or_404(tasks, tid)]))[0]
 
 
 @router.delete("/api/v1/tasks/{id}", response_class=Response, responses=NOT_FOUND)
