@@ -14,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from app.core.config import Settings
+from app.core.jobs import CeleryJobs, InProcessJobs
+from app.observability.workers import WorkerProbe
 from tests.live import live_supernode
 from tests.test_bridge import registration
 
@@ -119,3 +121,17 @@ async def test_redis_round_trips_are_counted_per_request(settings: Settings, red
     assert get(found, "dragonfly_supernode_ready") == 1
     assert get(found, "dragonfly_supernode_draining") == 0
     assert get(found, "dragonfly_supernode_replay_buffered") == 0
+
+
+async def test_the_worker_probe_counts_the_workers_that_answer(broker_url: str) -> None:
+    """A real broker with no worker listening: 0 (the alert's case); in-process seeding: no gauge."""
+
+    async def never(key: str, epoch: int) -> None:
+        return None
+
+    jobs = CeleryJobs(broker_url, "workers.tasks.seed", "test")
+    try:
+        assert await WorkerProbe(jobs).count() == 0
+    finally:
+        await jobs.close()
+    assert await WorkerProbe(InProcessJobs(never)).count() is None

@@ -208,6 +208,7 @@ def test_cluster_gauges_are_the_same_on_both_replicas(run: Run) -> None:
     assert first[("dragonfly_supernode_tasks", (("cdnstatus", "SUCCESS"),))] == 1
     done = (("callsystem", CALL_SYSTEM), ("status", "SUCCESS"))
     assert first[("dragonfly_supernode_dfgettasks", done)] == PEERS
+    assert first[("dragonfly_supernode_audit_backlog", ())] > 0  # no database here: the seed events wait
     # One record per registration plus each replica's own seed-cache peer record.
     assert first[("dragonfly_supernode_peers", (("peer", ""),))] >= PEERS
 
@@ -235,6 +236,10 @@ def test_the_byte_split_adds_up_to_what_the_emulator_moved(run: Run) -> None:
         split = {k: value(fams, "dragonfly_supernode_served_bytes", "dragonfly_supernode_served_bytes_total",
                           source=k) for k in ("peer", "seed", "source")}
         assert split == {"peer": moved["peer"], "seed": moved["seed"], "source": 0}
+        (tid,) = {r.task_id for r in run.results}
+        per_task = {k: value(fams, "dragonfly_supernode_task_served_bytes",
+                             "dragonfly_supernode_task_served_bytes_total", task=tid, source=k) for k in split}
+        assert per_task == split  # the only task: its split is the cluster's
 
 
 # --- the Grafana board and the alert rules query only what /metrics exports ---------------------------
