@@ -23,8 +23,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
-from tests.cluster import REPO, free_port
+from tests.cluster import REPO, Cluster, free_port
 from tests.emulator import Swarm
 from tests.postgres import rows
 from tests.sources import SourceServer
@@ -54,10 +55,13 @@ def image() -> str:
 class Container:
     """One `podman run` in the foreground: SIGTERM to podman is passed on to the container (sig-proxy)."""
 
-    def __init__(self, image: str, command: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, image: str, command: list[str], env: dict[str, str], log: Path,
+                 volumes: tuple[Path, ...] = ()) -> None:
         self.name = f"df-test-{uuid.uuid4().hex[:10]}"
         self.log = log
         args = [*PODMAN_RUN, "--name", self.name]
+        for volume in volumes:  # at the same path inside: the seed cache's layout is shared by path
+            args += ["-v", f"{volume}:{volume}"]
         for key, value in env.items():
             args += ["-e", f"{key}={value}"]
         with open(log, "wb") as handle:
@@ -155,14 +159,45 @@ def _drains_as_the_chart_expects(replica: Container, port: int, download_port: i
     assert replica.popen.wait(60) == 0, replica.tail()
 
 
-def test_worker_starts_on_the_real_broker_and_stops_warm(
+async def test_worker_seeds_for_a_host_replica_then_stops_warm(
     image: str, containers: list[Container], tmp_path: Path, redis_url: str, broker_url: str
 ) -> None:
-    worker = Container(image, ["worker", "--concurrency=1", "--loglevel=INFO"],
-                       {"DF_REDIS_URL": redis_url, "DF_BROKER_URL": broker_url}, tmp_path / "worker.log")
+    """The image's worker is the cluster's only seeder: a replica on the host hands it the seed job
+    through the real broker, it fills the shared seed cache (a bind mount, the RWX volume's stand-in),
+    and a swarm downloads from it. Then SIGTERM: Celery's warm shutdown, exit 0."""
+    redis.Redis.from_url(redis_url).flushdb()
+    redis.Redis.from_url(broker_url).flushdb()
+    cluster = Cluster(tmp_path / "cluster", redis_url, broker_url)
+    # The volume belongs to the image's user (10001), as fsGroup makes it in the chart; the host replica
+    # runs as root here and reads it whatever the owner.
+    (cluster.seed_dir / "download").mkdir(parents=True)
+    for path in (cluster.seed_dir, cluster.seed_dir / "download"):
+        os.chown(path, 10001, 10001)
+    worker = Container(image, ["worker", "--concurrency=1", "--loglevel=INFO"], {
+        key: value for key, value in cluster.env().items() if key.startswith("DF_")
+    }, tmp_path / "worker.log", volumes=(cluster.seed_dir,))
     containers.append(worker)
-    worker.wait_for("ready.")
-    assert "df-seed" in worker.tail(20000)  # the seed queue the replicas send to
+    try:
+        replica = cluster.start_replica()
+        worker.wait_for("ready.")
+        data = os.urandom(16 * 1024 * 1024)
+        async with SourceServer() as source:
+            source.add("blob.bin", data)
+            async with Swarm(3, [replica.node], source.url("blob.bin"), tmp_path / "out", sleep_scale=0.25) as swarm:
+                results = await swarm.run()
+            full_gets = source.stats("blob.bin").full_gets
+    finally:
+        cluster.stop()
+    digest = hashlib.sha256(data).hexdigest()
+    for result in results:
+        assert result.success and result.sha256 == digest, (result.error, worker.tail())
+        assert not result.back_sourced
+    assert full_gets == 1
+    assert "workers.tasks.seed" in worker.tail(50000) and "succeeded" in worker.tail(50000), worker.tail()
+    _stops_warm(worker)
+
+
+def _stops_warm(worker: Container) -> None:
     assert worker.terminate() == 0, worker.tail()
     assert "warm shutdown" in worker.tail().lower()
 
