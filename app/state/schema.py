@@ -60,6 +60,9 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 |                              |        | by lease expiry ms (DF_PREHEAT_CLUSTER_CONCURRENCY semaphore)  |            |
 | df:replica:{id}              | string | a live replica's self-description (heartbeat)                  | heartbeat  |
 | df:replicas                  | zset   | replica ids scored by last heartbeat ms                         | none, GC'd |
+| df:seedstats                 | hash   | seed jobs cluster-wide, by whoever ran them (replica or worker):| none       |
+|                              |        | trigger, triggerFailed, cacheHit, download, downloadFailed      |            |
+|                              |        | (HINCRBY; the legacy cdn_* counters on /metrics)               |            |
 
 State transitions that two replicas could race on are single Lua scripts in ``app/state/lua``.
 """
@@ -82,6 +85,7 @@ TRAFFIC_TOTAL = f"{PREFIX}traffic"
 TRAFFIC_BUCKET_SECONDS = 60
 TRAFFIC_BUCKET_TTL_SECONDS = 2 * 3600 + 60
 LIMITS = f"{PREFIX}limits"
+SEED_STATS = f"{PREFIX}seedstats"
 
 
 def task_prefix(tid: str) -> str:
