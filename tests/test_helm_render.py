@@ -12,7 +12,18 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.helm_chart import CHART, KUBE_VERSIONS, REPO, SCHEMA, load_values, manifests, render, settings_schema
+from tests.helm_chart import (
+    CHART,
+    KUBE_VERSIONS,
+    REPO,
+    SCHEMA,
+    TABLE_MARK,
+    load_values,
+    manifests,
+    render,
+    settings_schema,
+    values_table,
+)
 
 VALUE_SETS = ["default", "sentinel.yaml", "existing-secret.yaml", "legacy.yaml", "everything.yaml"]
 # Custom resources of the Prometheus operator: kubernetes-validate ships no schema for them.
@@ -145,3 +156,9 @@ def test_monitoring_objects_carry_the_packaged_rules_and_dashboard() -> None:
     board = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard"))
     assert board["metadata"]["labels"]["grafana_dashboard"] == "1"  # the Grafana sidecar's default label
     assert json.loads(board["data"]["df-supernode.json"]) == json.loads((CHART / "files/df-supernode.json").read_text())
+
+
+def test_chart_readme_carries_the_values_table() -> None:
+    """Every key of values.yaml, with its default, is in the chart README (python -m tests.helm_chart)."""
+    readme = (CHART / "README.md").read_text()
+    assert readme.endswith(TABLE_MARK + "\n" + "\n".join(values_table()) + "\n"), "run: python -m tests.helm_chart"
