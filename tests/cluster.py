@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests import probe
+
 REPO = Path(__file__).resolve().parent.parent
 TEST_TOKEN = "test-token-0123456789"
 
@@ -211,7 +213,7 @@ def _wait_ready(proc: Proc, url: str, timeout: float = 30.0) -> None:
         if proc.popen.poll() is not None:
             raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
         try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
+            if probe.get(url, timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

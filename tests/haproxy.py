@@ -30,6 +30,7 @@ from types import TracebackType
 
 import httpx
 
+from tests import probe
 from tests.cluster import REPO, Cluster, Replica, free_port
 
 CONFIG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
@@ -164,7 +165,7 @@ class Haproxy:
     def stats(self) -> list[dict[str, str]] | None:
         """The stats page's CSV rows (pxname, svname, status, wretr, wredis, hrsp_5xx, ...); None if down."""
         try:
-            response = httpx.get(f"http://{self.stats_address}/stats;csv", timeout=2.0)
+            response = probe.get(f"http://{self.stats_address}/stats;csv", timeout=2.0)
         except httpx.HTTPError:
             return None
         if response.status_code != 200:

@@ -34,6 +34,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from app.preheat.registry import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse_challenge
+from tests import probe
 from tests.cluster import free_port
 
 REGISTRY_BIN = shutil.which("docker-registry")
@@ -105,7 +106,7 @@ def start_registry(workdir: Path, token: TokenAuth | None = None) -> Iterator[Re
         deadline = time.monotonic() + 20
         while True:
             try:
-                if httpx.get(f"{registry.url}/v2/", timeout=1).status_code in (200, 401):
+                if probe.get(f"{registry.url}/v2/", timeout=1).status_code in (200, 401):
                     break
             except httpx.HTTPError:
                 pass

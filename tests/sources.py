@@ -50,8 +50,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
 from aiohttp import web
+
+from tests import probe
 
 _CHUNK = 256 * 1024
 _CONTROL = "/_"
@@ -372,21 +373,21 @@ class SourceProcess:
 
     def put(self, name: str, data: bytes, **options: object) -> None:
         params = {key: str(value) for key, value in options.items()}
-        httpx.put(f"{self.base_url}/_blobs/{name}", content=data, params=params).raise_for_status()
+        probe.client().put(f"{self.base_url}/_blobs/{name}", content=data, params=params).raise_for_status()
 
     def configure(self, name: str, **options: object) -> None:
-        httpx.post(f"{self.base_url}/_blobs/{name}", json=options).raise_for_status()
+        probe.client().post(f"{self.base_url}/_blobs/{name}", json=options).raise_for_status()
 
     def stats(self, name: str | None = None) -> dict[str, Any]:
         """All counters by path, or those of one blob (zeros if it was never requested)."""
-        every: dict[str, Any] = httpx.get(f"{self.base_url}/_stats").json()
+        every: dict[str, Any] = probe.client().get(f"{self.base_url}/_stats").json()
         if name is None:
             return every
         one: dict[str, Any] = every.get("/" + name, asdict(PathStats()))
         return one
 
     def reset(self) -> None:
-        httpx.post(f"{self.base_url}/_reset").raise_for_status()
+        probe.client().post(f"{self.base_url}/_reset").raise_for_status()
 
 
 async def _run(args: argparse.Namespace) -> None:

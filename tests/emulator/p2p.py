@@ -16,7 +16,7 @@ from app.protocol.pieces import unframe_piece
 from tests.emulator.api import ApiResponse, SupernodeApi, go_struct
 from tests.emulator.config import ClientConfig
 from tests.emulator.merge import Item, ItemMerger
-from tests.emulator.ratelimit import READ_CHUNK, TokenBucket
+from tests.emulator.ratelimit import TokenBucket
 from tests.emulator.register import Registrar, Registration
 from tests.emulator.result import DfgetResult, PieceFetch
 from tests.emulator.store import PieceFile, file_digest, place_file
@@ -367,7 +367,10 @@ class P2PDownload:
                 return response.status_code, response.content
             async with self.http.stream("GET", url, headers=headers, timeout=timeout) as streamed:
                 chunks = []
-                async for chunk in streamed.aiter_bytes(READ_CHUNK):
+                # Raw reads as they come off the socket (at most httpcore's 64 KiB each), paid as read,
+                # like Go's io.Reader behind dfget's limiter; aiter_bytes() would copy them once more into
+                # fixed-size chunks. Piece answers carry no Content-Encoding to decode.
+                async for chunk in streamed.aiter_raw():
                     await self._bucket.take(len(chunk))
                     chunks.append(chunk)
                 return streamed.status_code, b"".join(chunks)

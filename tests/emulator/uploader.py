@@ -20,7 +20,7 @@ import httpx
 from aiohttp import web
 
 from app.protocol.pieces import FRAME_OVERHEAD, TRAILER, frame_header
-from tests.emulator.api import ExchangeLog, SupernodeApi
+from tests.emulator.api import ExchangeLog, SupernodeApi, tls_context
 from tests.emulator.wire import service_down_query
 
 OCTET_STREAM = "application/octet-stream"
@@ -186,7 +186,7 @@ class Uploader:
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock).start()
         if self._http is None:
-            self._http = httpx.AsyncClient()
+            self._http = httpx.AsyncClient(verify=tls_context())
             self._own_http = True
         self.running = True
         return self
