@@ -5,7 +5,9 @@ request, and this replica's own readiness gauges."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import uuid
 from typing import Any
 
@@ -16,8 +18,11 @@ from redis.asyncio import Redis
 from app.core.config import Settings
 from app.core.jobs import CeleryJobs, InProcessJobs
 from app.observability.workers import WorkerProbe
+from app.protocol.taskid import task_id
+from tests.cluster import TEST_TOKEN
 from tests.live import live_supernode
-from tests.test_bridge import registration
+from tests.sources import SourceServer
+from tests.test_bridge import registration, wait_status
 
 JSON = {"content-type": "application/json;charset=utf-8"}
 
@@ -135,3 +140,32 @@ async def test_the_worker_probe_counts_the_workers_that_answer(broker_url: str) 
     finally:
         await jobs.close()
     assert await WorkerProbe(InProcessJobs(never)).count() is None
+
+
+async def test_seed_job_counts_are_cluster_wide_and_deletes_count_as_task_gc(settings: Settings, redis: Redis) -> None:
+    """A download, a cache hit (the task deleted, its seed files kept) and a failed download: the legacy
+    cdn_* counters, kept in Redis by whichever process seeds; the delete counts in gc_tasks_total."""
+    fast = settings.model_copy(update={"gauge_refresh_seconds": 0.05})
+    auth = {"Authorization": f"Bearer {TEST_TOKEN}"}
+    async with SourceServer() as source, live_supernode(fast) as sn, \
+            httpx.AsyncClient(base_url=sn.api, timeout=10, headers=auth) as http:
+        source.add("f.bin", os.urandom(300_000))
+        source.add("cut.bin", os.urandom(6 * 1024 * 1024), truncate=True)
+        url, cut = source.url("f.bin"), source.url("cut.bin")
+        before = samples((await http.get("/metrics")).text)
+        assert (await http.post("/peer/registry", json=registration(url))).json()["code"] == 200
+        await wait_status(redis, task_id(url), "SUCCESS")
+        assert (await http.delete(f"/api/v1/tasks/{task_id(url)}")).status_code == 200  # files stay
+        assert (await http.post("/peer/registry", json=registration(url))).json()["code"] == 200
+        await wait_status(redis, task_id(url), "SUCCESS")
+        assert (await http.post("/peer/registry", json=registration(cut))).json()["code"] == 200
+        await wait_status(redis, task_id(cut), "FAILED")
+        wanted = {"trigger": 3, "download": 2, "cache_hit": 1, "download_failed": 1, "trigger_failed": 1}
+        for _ in range(200):
+            found = samples((await http.get("/metrics")).text)
+            seen = {k: get(found, f"dragonfly_supernode_cdn_{k}_total") for k in wanted}
+            if seen == wanted:
+                break
+            await asyncio.sleep(0.05)
+    assert seen == wanted
+    assert get(found, "dragonfly_supernode_gc_tasks_total") - get(before, "dragonfly_supernode_gc_tasks_total") == 1

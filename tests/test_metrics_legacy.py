@@ -174,8 +174,10 @@ def test_every_legacy_series_has_its_exact_name_type_and_labels(run: Run) -> Non
     pulls = sum(r.pulls for r in run.results)
     assert total("dragonfly_supernode_schedule_duration_milliseconds",
                  "dragonfly_supernode_schedule_duration_milliseconds_count", peer="") == pulls
-    assert total("dragonfly_supernode_cdn_trigger", "dragonfly_supernode_cdn_trigger_total") == 1
-    assert total("dragonfly_supernode_cdn_download", "dragonfly_supernode_cdn_download_total") == 1
+    for f in fams:  # the seed job counts are cluster-wide (the job may run anywhere): each replica shows all
+        assert value(f, "dragonfly_supernode_cdn_trigger", "dragonfly_supernode_cdn_trigger_total") == 1
+        assert value(f, "dragonfly_supernode_cdn_download", "dragonfly_supernode_cdn_download_total") == 1
+        assert value(f, "dragonfly_supernode_cdn_trigger_failed", "dragonfly_supernode_cdn_trigger_failed_total") == 0
     buckets = {s.labels["le"] for s in fams[0]["dragonfly_supernode_schedule_duration_milliseconds"][1]
                if s.name.endswith("_bucket")}
     assert buckets == {"0.02", "0.04", "0.08", "0.16", "0.32", "0.64", "+Inf"}
@@ -191,7 +193,9 @@ def _range_bytes(piece_range: str) -> int:
 
 def _gauges(api: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     shared = ("dragonfly_supernode_peers", "dragonfly_supernode_dfgettasks", "dragonfly_supernode_tasks",
-              "dragonfly_supernode_served_bytes", "dragonfly_supernode_replicas", "dragonfly_supernode_audit_backlog")
+              "dragonfly_supernode_served_bytes", "dragonfly_supernode_replicas", "dragonfly_supernode_audit_backlog",
+              "dragonfly_supernode_cdn_trigger", "dragonfly_supernode_cdn_download",
+              "dragonfly_supernode_cdn_cache_hit")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for name, (_, found) in scrape(api).items() if name in shared for s in found}
 

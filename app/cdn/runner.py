@@ -12,7 +12,7 @@ from app.cdn.seeder import seed
 from app.cdn.sink import SeedOutcome
 from app.cdn.source import make_source_client
 from app.cdn.storage import SeedStorage
-from app.observability import legacy
+from app.observability import seedstats
 from app.state.store import ClusterState, RedisSeedSink
 
 log = logging.getLogger("app.cdn.runner")
@@ -29,7 +29,7 @@ async def run_seed_job(state: ClusterState, storage: SeedStorage, tid: str, epoc
         log.info("seed job %s epoch %s is no longer current (or already running elsewhere); skipping", tid, epoch)
         return None
     # One XADD per event, the same buffer the API uses; the database is never awaited here.
-    legacy.cdn_trigger.inc()
+    await seedstats.started(state.redis)
     audit = RedisAuditLog(state.redis, settings.audit_stream_maxlen)
     await audit.record(AuditEvent(actor="seeder", action="seed.started", task_id=tid, target=job.task_url,
                                   detail={"epoch": epoch}))
@@ -48,8 +48,7 @@ async def run_seed_job(state: ClusterState, storage: SeedStorage, tid: str, epoc
             log.exception("seed job %s epoch %s crashed", tid, epoch)
             outcome = SeedOutcome(success=False, error=f"internal seeding error: {exc}", reason="internal")
             await sink.finished(tid, epoch, outcome)
-    if not outcome.success:
-        legacy.cdn_trigger_failed.inc()
+    await seedstats.finished(state.redis, success=outcome.success, cached=outcome.cached)
     await audit.record(_seed_event(tid, job.task_url, epoch, outcome, time.monotonic() - started))
     return outcome
 

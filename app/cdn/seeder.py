@@ -27,7 +27,6 @@ from app.cdn.sink import SeedJob, SeedOutcome, SeedSink
 from app.cdn.source import SourceError, SourceResponse, is_fresh, open_source
 from app.cdn.storage import SeedStorage
 from app.cdn.writer import LeaseLost, PieceWriter
-from app.observability import legacy
 from app.protocol.pieces import FRAME_OVERHEAD
 
 log = logging.getLogger("app.cdn.seeder")
@@ -139,22 +138,17 @@ class _SeedRun:
         if old is not None and same_task(old, job) and old.get("finish") and old.get("success"):
             hit = await self._cache_hit(old)
             if hit is not None:
-                legacy.cdn_cache_hit.inc()
                 return hit
         point, why = await asyncio.to_thread(find_resume_point, self.storage, job, old)
         if point is None and old is not None and same_task(old, job) and not old.get("success"):
             log.info("seed %s: not resuming the earlier seed on disk: %s", job.tid, why)
-        legacy.cdn_download.inc()
         try:
-            outcome = await self._download(point)
+            return await self._download(point)
         except SourceError as exc:
-            outcome = await self._fail(exc.reason, exc.message)
+            return await self._fail(exc.reason, exc.message)
         except OSError as exc:
             log.exception("seed %s: local storage error", job.tid)
-            outcome = await self._fail("storage", f"seed cache write failed: {exc}")
-        if not outcome.success:
-            legacy.cdn_download_failed.inc()
-        return outcome
+            return await self._fail("storage", f"seed cache write failed: {exc}")
 
     # --- the origin ------------------------------------------------------------------------------
 
@@ -346,7 +340,8 @@ class _SeedRun:
         touched = {**meta, "accessTime": now, "interval": now - int(meta.get("accessTime") or now)}
         await asyncio.to_thread(self.storage.write_meta, job.tid, touched)
         outcome = SeedOutcome(
-            success=True, file_length=framed, raw_length=raw, real_md5=str(meta["realMd5"]), piece_total=len(md5s)
+            success=True, file_length=framed, raw_length=raw, real_md5=str(meta["realMd5"]), piece_total=len(md5s),
+            cached=True,
         )
         log.info("seed %s: cache hit, %d pieces published without downloading", job.tid, len(md5s))
         await self._report(outcome, publish)

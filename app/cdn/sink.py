@@ -56,6 +56,9 @@ class SeedOutcome:
     # "truncated", "length_changed", "md5_mismatch", "storage", "lease_lost", "internal", "forbidden" (the
     # source policy refused a URL or redirect hop, app.cdn.policy), or "" on success.
     reason: str = ""
+    # Published from a complete copy already in the seed cache, without a download (counted in
+    # app/observability/seedstats.py). Not part of equality: the same result either way.
+    cached: bool = field(default=False, compare=False)
 
 
 # What a seed's final report found: recorded; refused because the state lacks some of the pieces this

@@ -58,23 +58,7 @@ schedule_duration = Histogram(
     ["peer"], namespace=_NS, subsystem=_SN, buckets=tuple(0.02 * 2**i for i in range(6)),
 )
 
-# Seeding (the legacy CDN) and garbage collection, counted by the process that does the work: a replica
-# in embedded mode, the Celery worker in cluster mode (workers are not scraped: see README, Metrics).
-cdn_trigger = Counter("cdn_trigger_total", "Seed jobs started by this process.", namespace=_NS, subsystem=_SN)
-cdn_trigger_failed = Counter(
-    "cdn_trigger_failed_total", "Seed jobs started by this process that failed.", namespace=_NS, subsystem=_SN,
-)
-cdn_cache_hit = Counter(
-    "cdn_cache_hit_total", "Seed jobs this process answered from files already in the seed cache.",
-    namespace=_NS, subsystem=_SN,
-)
-cdn_download = Counter(
-    "cdn_download_total", "Seed jobs this process downloaded from the source.", namespace=_NS, subsystem=_SN,
-)
-cdn_download_failed = Counter(
-    "cdn_download_failed_total", "Source downloads of seed jobs in this process that failed.",
-    namespace=_NS, subsystem=_SN,
-)
+# The seeding (legacy CDN) counters are cluster-wide: app/observability/seedstats.py.
 # Tasks and peer records that outlive their TTL are dropped by Redis itself, which no process sees: these
 # count the removals a replica does (DELETE /api/v1/tasks/{id}, DELETE /api/v1/peers/{id}).
 gc_peers = Counter("gc_peers_total", "Peer records this replica removed (API deletes; TTL expiry is Redis's).",

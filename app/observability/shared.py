@@ -1,6 +1,6 @@
 """Cluster-wide series computed from the shared Redis state: the legacy ``peers`` and ``dfgettasks``
-gauges, bytes served by source class (cluster-wide and per task), live replicas, seed workers and the
-audit backlog.
+gauges and ``cdn_*`` counters, bytes served by source class (cluster-wide and per task), live replicas,
+seed workers and the audit backlog.
 
 Every replica computes the same numbers from the same state, so none of them double counts and a
 dashboard takes ``max`` over replicas (never ``sum``); each help text says so. They are recomputed by
@@ -21,12 +21,20 @@ import redis.asyncio as aioredis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
+from app.observability import seedstats
 from app.state import schema, traffic
 
 _NS = "dragonfly_supernode_"
 _SAME = " Cluster-wide, from the shared state: the same on every replica (aggregate with max, not sum)."
 _CHUNK = 1000
 _DFGETTASK_STATUSES = ("WAITING", "RUNNING", "SUCCESS", "FAILED")
+_SEED_HELP = {
+    "trigger": "Seed jobs started, by any replica or worker.",
+    "triggerFailed": "Seed jobs that failed.",
+    "cacheHit": "Seed jobs answered from a complete copy already in the seed cache.",
+    "download": "Seed jobs that went to the source.",
+    "downloadFailed": "Seed jobs whose source download failed.",
+}
 
 
 @dataclass
@@ -38,6 +46,7 @@ class Snapshot:
     replicas: int = 0
     workers: int | None = None  # None: in-process seeding, or not probed yet
     audit_backlog: int = 0
+    seeds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(seedstats.FIELDS, 0))
 
 
 async def _peers(redis: aioredis.Redis, peer_label: bool) -> Counter[str]:
@@ -109,12 +118,14 @@ async def snapshot(redis: aioredis.Redis, peer_label: bool, task_series: int) ->
     recent: list[str] = []
     if task_series:
         recent = await redis.zrevrange(schema.TASK_INDEX, 0, task_series - 1)  # type: ignore[assignment]
-    peers, dfgettasks, served, per_task, replicas, backlog = await asyncio.gather(
+    peers, dfgettasks, served, per_task = await asyncio.gather(
         _peers(redis, peer_label), _dfgettasks(redis, tids), traffic.cluster_traffic(redis),
-        traffic.tasks_traffic(redis, recent), _replicas(redis), _audit_backlog(redis),
+        traffic.tasks_traffic(redis, recent),
     )
+    replicas, backlog, seeds = await asyncio.gather(_replicas(redis), _audit_backlog(redis), seedstats.read(redis))
     return Snapshot(peers=peers, dfgettasks=dfgettasks, served=served,
-                    task_served=list(zip(recent, per_task, strict=True)), replicas=replicas, audit_backlog=backlog)
+                    task_served=list(zip(recent, per_task, strict=True)), replicas=replicas, audit_backlog=backlog,
+                    seeds=seeds)
 
 
 class SharedCollector(Collector):
@@ -152,6 +163,8 @@ class SharedCollector(Collector):
             for name in traffic.SOURCE_CLASSES:
                 per_task.add_metric([tid, name], getattr(split, name))
         yield per_task
+        for name, metric in seedstats.FIELDS.items():
+            yield CounterMetricFamily(_NS + metric, _SEED_HELP[name] + _SAME, value=now.seeds[name])
         yield GaugeMetricFamily(_NS + "replicas", "Replicas with a live heartbeat." + _SAME, value=now.replicas)
         if now.workers is not None:
             yield GaugeMetricFamily(_NS + "seed_workers", "Celery seed workers that answered a ping." + _SAME,
