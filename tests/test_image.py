@@ -33,10 +33,12 @@ from tests.sources import SourceServer
 pytestmark = pytest.mark.slow
 
 IMAGE = "localhost/df-supernode:test"
+# --read-only as the chart runs it (readOnlyRootFilesystem; podman still mounts a tmpfs on /tmp).
 PODMAN_RUN = [
-    "podman", "run", "--rm", "--network", "host", "--runtime", "runc",
+    "podman", "run", "--rm", "--network", "host", "--runtime", "runc", "--read-only",
     "--ulimit", "nofile=8192:8192", "--ulimit", "nproc=4096:4096",
 ]
+HOME = "/home/admin/supernode"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,12 @@ class Container:
                  volumes: tuple[Path, ...] = ()) -> None:
         self.name = f"df-test-{uuid.uuid4().hex[:10]}"
         self.log = log
-        args = [*PODMAN_RUN, "--name", self.name]
+        # The data directory: an emptyDir owned through fsGroup in the chart, a host directory owned by the
+        # image's user here (podman 4.3 applies no mode or uid to a --tmpfs).
+        home = log.parent / f"{self.name}-home"
+        home.mkdir()
+        os.chown(home, 10001, 10001)
+        args = [*PODMAN_RUN, "--name", self.name, "-v", f"{home}:{HOME}"]
         for volume in volumes:  # at the same path inside: the seed cache's layout is shared by path
             args += ["-v", f"{volume}:{volume}"]
         for key, value in env.items():
