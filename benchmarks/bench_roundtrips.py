@@ -3,8 +3,9 @@
 Every command a replica sends goes through the counting wrapper of ``send_packed_command``. This times
 real round trips to the real Redis on one connection, alternating batches through the wrapper (inside
 a request's counter, the hot path's case) and through the original method it wraps (``__wrapped__``),
-so that both see the same machine load; and the wrapper alone around a no-op, which is its whole
-added cost. One JSON line is printed and appended to benchmarks/ROUNDTRIPS-RESULTS.md.
+so that both see the same machine load; the wrapper alone around a no-op, which is its whole added
+cost; and the request middleware that starts the count (app/observability/dfget.py) around a no-op
+app. One JSON line is printed and appended to benchmarks/ROUNDTRIPS-RESULTS.md.
 
     .venv/bin/python -m benchmarks.bench_roundtrips [--redis redis://127.0.0.1:6379/1] [--batches 40]
 """
@@ -23,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 
 from app.observability import roundtrips
+from app.observability.dfget import ObserverMiddleware
 
 RESULTS = Path(__file__).with_name("ROUNDTRIPS-RESULTS.md")
 BATCH = 500
@@ -56,12 +58,14 @@ async def measure(url: str, batches: int) -> dict[str, Any]:
         await client.aclose()
 
     overhead = await _wrapper_alone()
+    middleware = await _middleware_alone()
     return {
         "bench": "redis_round_trip_counter",
         "round_trip_us_plain": round(statistics.median(plain), 2),
         "round_trip_us_counted": round(statistics.median(wrapped), 2),
         "wrapper_alone_ns": round(overhead, 1),
         "share_of_a_round_trip": round(overhead / 1000 / statistics.median(plain), 5),
+        "observer_middleware_ns": round(middleware, 1),
         "batches": batches, "batch": BATCH,
     }
 
@@ -83,6 +87,25 @@ async def _wrapper_alone() -> float:
     for _ in range(n):
         await noop(None)
     return (with_wrapper - (time.perf_counter() - started)) / n * 1e9
+
+
+async def _middleware_alone() -> float:
+    """ns the observer middleware (round-trip counter start, dfget body tap check) adds to a GET."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    wrapped = ObserverMiddleware(app, peer_label=False, max_body=131072)
+    scope = {"type": "http", "method": "GET", "path": "/peer/task", "headers": []}
+    n = 100_000
+    started = time.perf_counter()
+    for _ in range(n):
+        await wrapped(scope, None, None)
+    with_middleware = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(n):
+        await app(scope, None, None)
+    return (with_middleware - (time.perf_counter() - started)) / n * 1e9
 
 
 def main() -> None:
