@@ -224,6 +224,21 @@ def _framed_bytes(piece_range: str, piece_size: int) -> int:
     return min(payload, SIZE - number * payload) + FRAME_OVERHEAD
 
 
+CLUSTER_WIDE = {f"dragonfly_supernode_{name}" for name in (
+    "tasks", "seeding_bytes", "seeding_total_bytes", "preheats", "peers", "dfgettasks", "served_bytes",
+    "task_served_bytes", "replicas", "audit_backlog", "cdn_trigger", "cdn_trigger_failed", "cdn_cache_hit",
+    "cdn_download", "cdn_download_failed")}
+
+
+def test_help_texts_say_which_series_are_the_same_on_every_replica(run: Run) -> None:
+    text = httpx.get(f"{run.api[0]}/metrics", timeout=10).text
+    helps = {f.name: f.documentation for f in text_string_to_metric_families(text)}
+    assert CLUSTER_WIDE <= set(helps)
+    for name, doc in helps.items():
+        if name.startswith(("dragonfly_supernode_", "dragonfly_dfget_")):
+            assert ("same on every replica" in doc) == (name in CLUSTER_WIDE), (name, doc)
+
+
 def test_the_byte_split_adds_up_to_what_the_emulator_moved(run: Run) -> None:
     moved = {"peer": 0, "seed": 0}
     for result in run.results:

@@ -32,15 +32,19 @@ _CDN_STATUSES = (schema.CdnStatus.WAITING, schema.CdnStatus.RUNNING, schema.CdnS
 _PREHEAT_STATUSES = (Status.WAITING, Status.RUNNING, Status.SUCCESS, Status.FAILED)
 _CHUNK = 1000
 
-tasks = Gauge("tasks", "Tasks in the cluster by the status of their seed.", ["cdnstatus"],
+tasks = Gauge("tasks", "Tasks in the cluster by the status of their seed." + shared.SAME, ["cdnstatus"],
               namespace=_NS, subsystem=_SUB)
-seeding_bytes = Gauge("seeding_bytes", "Source bytes in the seed cache so far, summed over the seeds running now.",
-                      namespace=_NS, subsystem=_SUB)
-seeding_total_bytes = Gauge(
-    "seeding_total_bytes", "Source length of the tasks being seeded now (seeding_bytes / this = progress).",
+seeding_bytes = Gauge(
+    "seeding_bytes", "Source bytes in the seed cache so far, summed over the seeds running now." + shared.SAME,
     namespace=_NS, subsystem=_SUB,
 )
-preheats = Gauge("preheats", "Preheat jobs kept in the cluster, by status.", ["status"], namespace=_NS, subsystem=_SUB)
+seeding_total_bytes = Gauge(
+    "seeding_total_bytes",
+    "Source length of the tasks being seeded now (seeding_bytes / this = progress)." + shared.SAME,
+    namespace=_NS, subsystem=_SUB,
+)
+preheats = Gauge("preheats", "Preheat jobs kept in the cluster, by status." + shared.SAME, ["status"],
+                 namespace=_NS, subsystem=_SUB)
 
 
 def _int(value: str | None) -> int:

@@ -25,7 +25,7 @@ from app.observability import seedstats
 from app.state import schema, traffic
 
 _NS = "dragonfly_supernode_"
-_SAME = " Cluster-wide, from the shared state: the same on every replica (aggregate with max, not sum)."
+SAME = " Cluster-wide, from the shared state: the same on every replica (aggregate with max, not sum)."
 _CHUNK = 1000
 _DFGETTASK_STATUSES = ("WAITING", "RUNNING", "SUCCESS", "FAILED")
 _SEED_HELP = {
@@ -136,12 +136,12 @@ class SharedCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = self.last
-        peers = GaugeMetricFamily(_NS + "peers", "Peer records (registrations kept), by dfget IP." + _SAME,
+        peers = GaugeMetricFamily(_NS + "peers", "Peer records (registrations kept), by dfget IP." + SAME,
                                   labels=["peer"])
         for ip, count in sorted((now.peers or Counter({"": 0})).items()):
             peers.add_metric([ip], count)
         yield peers
-        dfgettasks = GaugeMetricFamily(_NS + "dfgettasks", "dfget tasks by call system and status." + _SAME,
+        dfgettasks = GaugeMetricFamily(_NS + "dfgettasks", "dfget tasks by call system and status." + SAME,
                                        labels=["callsystem", "status"])
         systems = {call_system for call_system, _ in now.dfgettasks}
         for call_system in sorted(systems):
@@ -150,27 +150,27 @@ class SharedCollector(Collector):
         yield dfgettasks
         served = CounterMetricFamily(
             _NS + "served_bytes", "Bytes clients received, by source class: peer (another dfget), seed (the "
-            "seed cache), source (back to the origin, as dfget 1.0.x reports it)." + _SAME, labels=["source"],
+            "seed cache), source (back to the origin, as dfget 1.0.x reports it)." + SAME, labels=["source"],
         )
         for name in traffic.SOURCE_CLASSES:
             served.add_metric([name], getattr(now.served, name))
         yield served
         per_task = CounterMetricFamily(
             _NS + "task_served_bytes", "Bytes clients received for a task, by source class; only the "
-            "DF_METRICS_TASK_SERIES most recently used tasks." + _SAME, labels=["task", "source"],
+            "DF_METRICS_TASK_SERIES most recently used tasks." + SAME, labels=["task", "source"],
         )
         for tid, split in now.task_served:
             for name in traffic.SOURCE_CLASSES:
                 per_task.add_metric([tid, name], getattr(split, name))
         yield per_task
         for name, metric in seedstats.FIELDS.items():
-            yield CounterMetricFamily(_NS + metric, _SEED_HELP[name] + _SAME, value=now.seeds[name])
-        yield GaugeMetricFamily(_NS + "replicas", "Replicas with a live heartbeat." + _SAME, value=now.replicas)
+            yield CounterMetricFamily(_NS + metric, _SEED_HELP[name] + SAME, value=now.seeds[name])
+        yield GaugeMetricFamily(_NS + "replicas", "Replicas with a live heartbeat." + SAME, value=now.replicas)
         if now.workers is not None:
-            yield GaugeMetricFamily(_NS + "seed_workers", "Celery seed workers that answered a ping." + _SAME,
+            yield GaugeMetricFamily(_NS + "seed_workers", "Celery seed workers that answered a ping." + SAME,
                                     value=now.workers)
         yield GaugeMetricFamily(
-            _NS + "audit_backlog", "Audit events waiting in Redis to be written to Postgres." + _SAME,
+            _NS + "audit_backlog", "Audit events waiting in Redis to be written to Postgres." + SAME,
             value=now.audit_backlog,
         )
 
