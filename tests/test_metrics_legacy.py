@@ -2,8 +2,8 @@
 reports, with its exact name, type and labels; the cluster-wide gauges equal on two replicas; the byte
 split by source class equal to the bytes the emulated dfgets moved.
 
-One module-scoped cluster (two replicas on the real Redis, seeding in-process so that the cdn counters
-count in a scraped process) and one swarm, shared by every test here.
+One module-scoped cluster (two replicas and a Celery seed worker on the real Redis) and one swarm,
+shared by every test here.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from prometheus_client.samples import Sample
 
 from app.protocol.pieces import FRAME_OVERHEAD
 from tests.cluster import Cluster
-from tests.conftest import REDIS_BASE, STATE_DB
+from tests.conftest import BROKER_DB, REDIS_BASE, STATE_DB
 from tests.emulator.result import CDN_CID_PREFIX, DfgetResult
 from tests.emulator.swarm import Swarm
 from tests.sources import SourceProcess
@@ -95,15 +95,17 @@ def value(families: dict[str, tuple[str, list[Sample]]], family: str, sample: st
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     work = tmp_path_factory.mktemp("metrics")
-    url = f"{REDIS_BASE}/{STATE_DB}"
+    url, broker = f"{REDIS_BASE}/{STATE_DB}", f"{REDIS_BASE}/{BROKER_DB}"
     state = redis.Redis.from_url(url)
     state.flushdb()
+    redis.Redis.from_url(broker).flushdb()
     data = os.urandom(SIZE)
     (work / "blob.bin").write_bytes(data)
-    cluster = Cluster(work / "cluster", url, None, extra_env={"DF_GAUGE_REFRESH_SECONDS": "0.2",
-                                                               "DF_PIECE_LEASE_SECONDS": "900"})
+    cluster = Cluster(work / "cluster", url, broker, extra_env={"DF_GAUGE_REFRESH_SECONDS": "0.2",
+                                                                 "DF_PIECE_LEASE_SECONDS": "900"})
     cluster.workdir.mkdir()
     try:
+        cluster.start_worker()  # first: the replicas' first worker ping (then every 30 s) finds it
         cluster.start_replica()
         cluster.start_replica()
         nodes = [r.node for r in cluster.replicas]
@@ -195,7 +197,7 @@ def _gauges(api: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     shared = ("dragonfly_supernode_peers", "dragonfly_supernode_dfgettasks", "dragonfly_supernode_tasks",
               "dragonfly_supernode_served_bytes", "dragonfly_supernode_replicas", "dragonfly_supernode_audit_backlog",
               "dragonfly_supernode_cdn_trigger", "dragonfly_supernode_cdn_download",
-              "dragonfly_supernode_cdn_cache_hit")
+              "dragonfly_supernode_cdn_cache_hit", "dragonfly_supernode_seed_workers")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for name, (_, found) in scrape(api).items() if name in shared for s in found}
 
@@ -204,11 +206,13 @@ def test_cluster_gauges_are_the_same_on_both_replicas(run: Run) -> None:
     deadline = time.monotonic() + 10
     while True:  # each replica refreshes on its own clock: poll until both show the settled state
         first, second = (_gauges(api) for api in run.api)
-        if (first == second and first.get(("dragonfly_supernode_replicas", ())) == 2) or time.monotonic() > deadline:
+        settled = first.get(("dragonfly_supernode_replicas", ())) == 2
+        if (first == second and settled) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert first == second
     assert first[("dragonfly_supernode_replicas", ())] == 2
+    assert first[("dragonfly_supernode_seed_workers", ())] == 1
     assert first[("dragonfly_supernode_tasks", (("cdnstatus", "SUCCESS"),))] == 1
     done = (("callsystem", CALL_SYSTEM), ("status", "SUCCESS"))
     assert first[("dragonfly_supernode_dfgettasks", done)] == PEERS
@@ -226,8 +230,8 @@ def _framed_bytes(piece_range: str, piece_size: int) -> int:
 
 CLUSTER_WIDE = {f"dragonfly_supernode_{name}" for name in (
     "tasks", "seeding_bytes", "seeding_total_bytes", "preheats", "peers", "dfgettasks", "served_bytes",
-    "task_served_bytes", "replicas", "audit_backlog", "cdn_trigger", "cdn_trigger_failed", "cdn_cache_hit",
-    "cdn_download", "cdn_download_failed")}
+    "task_served_bytes", "replicas", "seed_workers", "audit_backlog", "cdn_trigger", "cdn_trigger_failed",
+    "cdn_cache_hit", "cdn_download", "cdn_download_failed")}
 
 
 def test_help_texts_say_which_series_are_the_same_on_every_replica(run: Run) -> None:
@@ -266,10 +270,8 @@ def test_the_byte_split_adds_up_to_what_the_emulator_moved(run: Run) -> None:
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "df-supernode.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
-# Series Prometheus makes itself, and one only a cluster with Celery workers exports (this one seeds
-# in-process): named here so that every other name must be exported.
-NOT_FROM_METRICS = {"up": "Prometheus' own scrape health",
-                    "dragonfly_supernode_seed_workers": "exported only when seeding runs on Celery workers"}
+# The series Prometheus makes itself: every other name must be exported.
+NOT_FROM_METRICS = {"up": "Prometheus' own scrape health"}
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _IDENT = re.compile(r"(?<![\w:.$])([A-Za-z_:][A-Za-z0-9_:]*)\b(?!\s*\()")
