@@ -126,6 +126,10 @@ def test_config_schema_names_every_setting() -> None:
         ({"redis": {"enabled": False}}, "set externalRedis.url or externalRedis.sentinel.addrs"),
         ({"supernode": {"configData": {"base": {"failAccessInterval": "three minutes"}}}}, "is not a duration"),
         ({"supernode": {"configData": {"base": {"youngGCThreshold": "lots"}}}}, "is not a size"),
+        (
+            {"secrets": {"existingSecret": "mine"}, "externalRedis": {"url": "redis://r:6379/0", "password": "pw"}},
+            "externalRedis.password is not used with secrets.existingSecret",
+        ),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(values: dict[str, Any], message: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -200,7 +201,8 @@ async def test_worker_seeds_for_a_host_replica_then_stops_warm(
         assert result.success and result.sha256 == digest, (result.error, worker.tail())
         assert not result.back_sourced
     assert full_gets == 1
-    assert "workers.tasks.seed" in worker.tail(50000) and "succeeded" in worker.tail(50000), worker.tail()
+    log = worker.tail(50000)
+    assert "Task workers.tasks.seed[" in log and re.search(r"seed end [0-9a-f]{64} success=True ", log), log
     _stops_warm(worker)
 
 

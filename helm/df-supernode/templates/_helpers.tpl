@@ -52,6 +52,14 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/* The Secret holding the credentials: the user's existingSecret, or the chart's own. */}}
 {{- define "df.secretName" -}}
+{{- if .Values.secrets.existingSecret -}}
+{{- if and .Values.externalRedis.password (not .Values.externalRedis.existingSecret) -}}
+{{- fail "externalRedis.password is not used with secrets.existingSecret (the chart makes no Secret to hold it): set externalRedis.existingSecret" -}}
+{{- end -}}
+{{- if and .Values.externalDatabase.password (not .Values.externalDatabase.existingSecret) -}}
+{{- fail "externalDatabase.password is not used with secrets.existingSecret (the chart makes no Secret to hold it): set externalDatabase.existingSecret" -}}
+{{- end -}}
+{{- end -}}
 {{- default (printf "%s-secrets" (include "df.fullname" .)) .Values.secrets.existingSecret -}}
 {{- end -}}
 
