@@ -14,8 +14,8 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 | df:{T}:cdn                   | hash   | pieceNum -> "md5hex:framedLen" of pieces the seed cache holds   | task TTL   |
 | df:{T}:cids                  | set    | cids registered for the task                                   | task TTL   |
 | df:{T}:dt:{cid}              | hash   | dfget-task: peerId, ip, port, path, hostName, version,         | task TTL   |
-|                              |        | superNodeIp, status, errs (client errors), serr (serving       |            |
-|                              |        | errors), down, lastq/lastp (last pull, for LB retries),        |            |
+|                              |        | superNodeIp, callSystem, status, errs (client errors), serr    |            |
+|                              |        | (serving errors), down, lastq/lastp (last pull, LB retries),   |            |
 |                              |        | servedPieces/servedBytes (pieces, framed bytes, that other cids|            |
 |                              |        | reported fetching from this cid: piece_suc.lua, once per       |            |
 |                              |        | reporter and piece)                                            |            |

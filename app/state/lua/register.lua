@@ -38,7 +38,8 @@ if redis.call('EXISTS', reofferk) == 1 then touch(reofferk) end
 local dtk = k('dt:' .. cid)
 redis.call('HDEL', dtk, 'lastq', 'lastp')
 redis.call('HSET', dtk, 'cid', cid, 'peerId', ARGV[14], 'ip', ARGV[15], 'port', ARGV[16], 'path', ARGV[17],
-  'hostName', ARGV[18], 'version', ARGV[19], 'superNodeIp', ARGV[20], 'status', 'WAITING', 'errs', 0,
+  'hostName', ARGV[18], 'version', ARGV[19], 'superNodeIp', ARGV[20], 'callSystem', ARGV[21],
+  'status', 'WAITING', 'errs', 0,
   'serr', 0, 'down', 0, 'created', NOW)
 touch(dtk)
 -- The cluster-wide peer list (/peers, /api/v1/peers): one record per registration, as in Go.
