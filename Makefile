@@ -2,6 +2,9 @@
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# pytest-xdist workers for `make test`, each taking whole files (tests/conftest.py orders them longest first);
+# 0 runs the suite serially in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint bench install image
 
@@ -27,7 +30,7 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed
 	bash tests/ensure_services.sh
 	$(MAKE) lint
-	$(BIN)/pytest -q -ra --durations=20
+	$(BIN)/pytest -q -ra --durations=20 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: $(VENV)/.installed
 	bash tests/ensure_services.sh

@@ -12,27 +12,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 
 from tests import probe
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_TOKEN = "test-token-0123456789"
+REDIS_BASE = os.environ.get("DF_TEST_REDIS", "redis://127.0.0.1:6379")  # the tests' Redis (conftest.py)
 
 
 _handed_out: set[int] = set()
+_PORT_CLAIM_SECONDS = 600
+_claims: redis.Redis | None = None
 
 
 def free_port(*hosts: str) -> int:
-    """A port free right now (on 127.0.0.1 and each of ``hosts``) and never returned before by this
-    process: the kernel may hand the same ephemeral port to two bind(0) calls in a row (seen: a replica's
-    API and piece ports collided)."""
+    """A port free right now (on 127.0.0.1 and each of ``hosts``) and handed out by no test process in the
+    last ten minutes. The kernel may give the same ephemeral port to two bind(0) calls in a row (seen: a
+    replica's API and piece ports collided), and parallel workers (pytest-xdist, or another run beside
+    this one) would otherwise race for it between our bind(0) and the server's own bind: the claim is a
+    ``SET NX`` in the tests' Redis db 0, where the db-pair leases live too."""
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port: int = sock.getsockname()[1]
-        if port not in _handed_out and all(_bindable(host, port) for host in hosts):
-            _handed_out.add(port)
+        if port in _handed_out or not all(_bindable(host, port) for host in hosts):
+            continue
+        _handed_out.add(port)
+        if _claim(port):
             return port
+
+
+def _claim(port: int) -> bool:
+    global _claims
+    if _claims is None:
+        _claims = redis.Redis.from_url(f"{REDIS_BASE}/0", socket_timeout=5)
+    return bool(_claims.set(f"df-tests:port:{port}", os.getpid(), nx=True, ex=_PORT_CLAIM_SECONDS))
 
 
 def _bindable(host: str, port: int) -> bool:

@@ -13,10 +13,8 @@ import redis as sync_redis
 import redis.asyncio as aioredis
 
 from app.core.config import Settings
-from tests.cluster import TEST_TOKEN
+from tests.cluster import REDIS_BASE, TEST_TOKEN
 from tests.postgres import fresh_database
-
-REDIS_BASE = os.environ.get("DF_TEST_REDIS", "redis://127.0.0.1:6379")
 
 
 def _claim_db_pair() -> int:
@@ -73,3 +71,20 @@ async def pg_db() -> AsyncIterator[str]:
     """A fresh PostgreSQL database for this test; yields its URL in the DF_DATABASE_URL form."""
     async for url in fresh_database():
         yield url
+
+
+# `make test` runs two pytest-xdist workers that take whole files (--dist loadfile) in collection order.
+# A long file collected late would leave one worker running it alone at the end, so the files that take
+# minutes go first; the others keep their order. In a plain serial run the order changes nothing.
+_LONGEST_FIRST = (
+    "test_ha_rolling.py", "test_image.py", "test_ha_redis.py", "test_seed_resume.py", "test_cluster.py",
+    "test_dashboard_browser.py", "test_redis_failover.py", "test_embedded.py", "test_availability.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: tests of one file stay together and in their order
