@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,11 +19,12 @@ from redis.asyncio import Redis
 from app.api.requestid import choose_id
 from app.core.config import Settings
 from app.core.logjson import JsonFormatter, request_id
-from tests.cluster import Cluster
-from tests.conftest import REDIS_BASE, STATE_DB
+from tests.cluster import Cluster, Proc
+from tests.conftest import BROKER_DB, REDIS_BASE, STATE_DB
 from tests.live import live_supernode
 from tests.test_bridge import registration
 
+ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hunter2-s3cr3t"
 REFUSED_URL = f"http://admin:{SECRET}@169.254.169.254/latest/meta-data/?X-Amz-Signature={SECRET}"
 
@@ -104,3 +106,30 @@ def test_a_replica_process_logs_json_lines_with_request_ids(json_replica: Cluste
     assert all({"ts", "level", "logger", "msg"} <= set(record) for record in parsed)
     assert any(record["logger"].startswith("uvicorn") for record in parsed)  # uvicorn's own records too
     assert SECRET not in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_celery_worker_logs_json_lines_too(json_replica: Cluster, tmp_path: Path) -> None:
+    """``celery --quiet`` (no printed banner) with DF_LOG_FORMAT=json: Celery's records, the worker's
+    and the redirected prints, one JSON object per line."""
+    broker = f"{REDIS_BASE}/{BROKER_DB}"
+    env = json_replica.env() | {"DF_BROKER_URL": broker}
+    log = tmp_path / "worker.log"
+    command = [sys.executable, "-m", "celery", "--quiet", "-A", "workers.tasks", "worker", "-Q", "df-seed",
+               "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+               "--hostname", "json@%h"]
+    with log.open("wb") as out:
+        popen = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    worker = Proc("json-worker", popen, log)
+    try:
+        deadline = time.monotonic() + 30
+        while "ready." not in log.read_text():
+            assert popen.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        # Read while it runs: Celery's shutdown notices ("worker: Warm shutdown") are printed, not logged.
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+    finally:
+        worker.stop()
+    records = [json.loads(line) for line in lines]  # a line that is not JSON fails here
+    assert any(r["logger"].startswith("celery") and "ready." in r["msg"] for r in records), records
+    assert all({"ts", "level", "logger", "msg"} <= set(r) for r in records)

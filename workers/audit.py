@@ -17,6 +17,7 @@ import socket
 from app.audit.db import create_engine, database_url
 from app.audit.migrate import upgrade_to_head
 from app.audit.runtime import AuditRuntime
+from app.core import logjson
 from app.core.config import Settings, get_settings
 from app.core.redis import create_redis
 
@@ -61,8 +62,8 @@ def main() -> None:
                         help="consumer name in the group (a stable name lets a restart resume its own entries)")
     parser.add_argument("--migrate-only", action="store_true", help="apply the migrations and exit")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    logjson.configure(settings.log_format)  # DF_LOG_FORMAT, as the replicas
     asyncio.run(migrate_only(settings) if args.migrate_only else consume(settings, args.name))
 
 

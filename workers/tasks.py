@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from celery.signals import setup_logging
+
 from app.cdn.runner import run_seed_job
 from app.cdn.storage import LocalSeedStorage
+from app.core import logjson
 from app.core.config import get_settings
 from app.core.redis import create_redis
 from app.state.store import ClusterState
@@ -16,6 +19,19 @@ log = logging.getLogger("workers.tasks")
 
 settings = get_settings()
 app = create_celery(settings.broker_url or "memory://")
+
+
+def _json_logs(loglevel: int | str | None = None, **_: object) -> None:
+    """DF_LOG_FORMAT=json in a worker: Celery's own setup is skipped (a receiver is connected) and the
+    root logger writes JSON lines, as the replicas do. Run the worker with ``celery --quiet`` so that
+    its start banner, which is printed rather than logged, stays out of the JSON stream."""
+    logjson.configure("json", loglevel if isinstance(loglevel, int) and loglevel else logging.INFO)
+
+
+if settings.log_format == "json":
+    # At import too: Celery warns (root privileges, ...) before it sets up logging.
+    logjson.configure("json")
+    setup_logging.connect(_json_logs)
 
 
 # Acknowledged when it starts, unlike the other tasks: the seed lease in Redis is what restarts a seed

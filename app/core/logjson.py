@@ -61,6 +61,7 @@ def configure(log_format: str, level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # warnings.warn() would write plain text to stderr: log them instead
 
 
 def uvicorn_log_config(log_format: str) -> dict[str, Any] | None:
