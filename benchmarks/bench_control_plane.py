@@ -47,8 +47,8 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
+from app.swarm import Dfget, DfgetResult, Uploader, loopback_ip, make_http_client, rotated
 from tests.cluster import Cluster
-from tests.emulator import Dfget, DfgetResult, Uploader, loopback_ip, make_http_client, rotated
 from tests.sources import SourceProcess
 
 T = TypeVar("T")

@@ -1,1 +1,1 @@
-"""Test suite package (lets ``tests.emulator`` be imported by tests and tools)."""
+"""Test suite package (lets the harness modules, e.g. ``tests.cluster``, be imported by tests)."""

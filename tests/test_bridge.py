@@ -87,7 +87,7 @@ async def test_no_content_length_gives_unknown_length_then_the_real_one(settings
 
 
 async def test_a_swarm_rides_out_redis_dropping_every_connection(settings: Settings, redis: Redis, tmp_path) -> None:
-    from tests.emulator import Swarm
+    from app.swarm import Swarm
 
     data = os.urandom(24 * 1024 * 1024)
     async with SourceServer() as source, live_supernode(settings) as sn:

@@ -15,8 +15,8 @@ import redis
 
 from app.protocol.taskid import task_id
 from app.state import schema
+from app.swarm import DfgetResult, Swarm
 from tests.cluster import Cluster, Proc
-from tests.emulator import DfgetResult, Swarm
 from tests.haproxy import VipCluster
 from tests.sources import SourceProcess, closed_port
 

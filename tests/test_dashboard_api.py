@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 
 from app.core.config import Settings
 from app.state.traffic import task_traffic
+from app.swarm import Swarm
 from tests.cluster import TEST_TOKEN
-from tests.emulator import Swarm
 from tests.live import live_supernode
 from tests.sources import SourceServer
 from tests.test_traffic import moved

@@ -24,10 +24,10 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from app.protocol.taskid import task_id
+from app.swarm import Swarm
+from app.swarm.result import DfgetResult
 from tests.cluster import TEST_TOKEN, Cluster, Replica
 from tests.conftest import REDIS_BASE, STATE_DB
-from tests.emulator import Swarm
-from tests.emulator.result import DfgetResult
 from tests.postgres import fresh_database
 from tests.registry import REGISTRY_BIN, Pusher, Registry, start_registry
 from tests.sources import SourceServer

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from app.swarm import Swarm
 from tests.cluster import REPO, Proc, Replica, _wait_ready, free_port
-from tests.emulator import Swarm
 from tests.sources import SourceServer
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Unit tests of the dfget emulator (tests/emulator) without the real supernode.
+"""Unit tests of the dfget emulator (app/swarm) without the real supernode.
 
 Wire details are checked against the captures of shared/protocol/samples (tests/vectors); the client loop is driven
 end to end against a tiny in-test fake supernode so that the emulator itself is known to be right.
@@ -23,14 +23,14 @@ from aiohttp import web
 
 from app.protocol.pieces import frame_piece, framed_length, piece_count, piece_md5, piece_range
 from app.protocol.taskid import cdn_path, task_id
-from tests.emulator import Dfget, Item, ItemMerger, Swarm, Uploader, rotated
-from tests.emulator.api import ApiResponse, ExchangeLog, SupernodeApi, make_http_client
-from tests.emulator.config import VersionTraits
-from tests.emulator.ratelimit import TokenBucket
-from tests.emulator.register import RegisterFailed, Registrar, adjust_node_list
-from tests.emulator.result import DfgetResult
-from tests.emulator.uploader import amend_range, parse_upload_params
-from tests.emulator.wire import (
+from app.swarm import Dfget, Item, ItemMerger, Swarm, Uploader, rotated
+from app.swarm.api import ApiResponse, ExchangeLog, SupernodeApi, make_http_client
+from app.swarm.config import VersionTraits
+from app.swarm.ratelimit import TokenBucket
+from app.swarm.register import RegisterFailed, Registrar, adjust_node_list
+from app.swarm.result import DfgetResult
+from app.swarm.uploader import amend_range, parse_upload_params
+from app.swarm.wire import (
     client_finish_query,
     go_json,
     metrics_body,

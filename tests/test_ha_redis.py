@@ -24,8 +24,8 @@ import redis
 from app.protocol.codes import Code
 from app.protocol.taskid import task_id
 from app.state import schema
+from app.swarm import DfgetResult, Swarm
 from tests.cluster import Cluster
-from tests.emulator import DfgetResult, Swarm
 from tests.haproxy import VipCluster
 from tests.redis_servers import RedisServer, SentinelTopology
 from tests.sources import SourceProcess

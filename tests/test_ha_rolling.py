@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import redis
 
+from app.swarm import Dfget, DfgetResult, Swarm
+from app.swarm.api import ExchangeLog, SupernodeApi, make_http_client
+from app.swarm.wire import pull_query
 from tests.cluster import Cluster, Replica
-from tests.emulator import Dfget, DfgetResult, Swarm
-from tests.emulator.api import ExchangeLog, SupernodeApi, make_http_client
-from tests.emulator.wire import pull_query
 from tests.haproxy import CONFIG, HaproxyError, VipCluster, rewrite_config
 from tests.redis_servers import RedisServer
 from tests.sources import SourceProcess

@@ -26,8 +26,8 @@ import httpx
 import pytest
 import redis
 
+from app.swarm import Swarm
 from tests.cluster import REPO, Cluster, free_port
-from tests.emulator import Swarm
 from tests.postgres import rows
 from tests.sources import SourceServer
 

@@ -29,10 +29,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from app.protocol.pieces import FRAME_OVERHEAD
+from app.swarm.result import CDN_CID_PREFIX, DfgetResult
+from app.swarm.swarm import Swarm
 from tests.cluster import Cluster
 from tests.conftest import BROKER_DB, REDIS_BASE, STATE_DB
-from tests.emulator.result import CDN_CID_PREFIX, DfgetResult
-from tests.emulator.swarm import Swarm
 from tests.sources import SourceProcess
 
 pytestmark = pytest.mark.slow

@@ -29,8 +29,8 @@ from app.protocol.pieces import frame_piece, payload_size, piece_size_for
 from app.protocol.taskid import task_id
 from app.state import schema
 from app.state.store import ClusterState, PeerRegistration
+from app.swarm import DfgetResult, Swarm
 from tests.cluster import Cluster, Proc
-from tests.emulator import DfgetResult, Swarm
 from tests.redis_servers import RedisServer
 from tests.sources import SourceProcess, SourceServer
 

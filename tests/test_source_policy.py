@@ -22,7 +22,7 @@ from app.cdn.policy import RefusalLog, SourcePolicy, SourceRefused, parse_allowl
 from app.cdn.source import make_source_client, probe_source
 from app.core.config import Settings
 from app.protocol.taskid import task_id
-from tests.emulator import Swarm
+from app.swarm import Swarm
 from tests.live import live_supernode
 from tests.preheat_support import AUTH, at_least, audit_trail, poll_legacy
 from tests.sources import SourceServer

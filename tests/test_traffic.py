@@ -15,9 +15,9 @@ from app.core.config import Settings
 from app.protocol.pieces import payload_size
 from app.state import schema
 from app.state.traffic import Traffic, cluster_traffic, task_traffic, traffic_history, window_total
-from tests.emulator import Swarm
-from tests.emulator.result import CDN_CID_PREFIX, DfgetResult
-from tests.emulator.wire import metrics_body
+from app.swarm import Swarm
+from app.swarm.result import CDN_CID_PREFIX, DfgetResult
+from app.swarm.wire import metrics_body
 from tests.live import live_supernode
 from tests.sources import SourceServer
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
-from tests.emulator.api import make_http_client
-from tests.emulator.client import Dfget
-from tests.emulator.result import DfgetResult
-from tests.emulator.uploader import Uploader
+from app.swarm.api import make_http_client
+from app.swarm.client import Dfget
+from app.swarm.result import DfgetResult
+from app.swarm.uploader import Uploader
 
 
 def rotated(nodes: Sequence[str], shift: int) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tests.emulator.api import Exchange
+from app.swarm.api import Exchange
 
 CDN_CID_PREFIX = "cdnnode:"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.emulator.ratelimit import READ_CHUNK, TokenBucket
-from tests.emulator.store import file_digest, place_file
-from tests.emulator.wire import headers_to_map
+from app.swarm.ratelimit import READ_CHUNK, TokenBucket
+from app.swarm.store import file_digest, place_file
+from app.swarm.wire import headers_to_map
 
 
 class BackSourceError(Exception):

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.emulator.wire import parse_version
+from app.swarm.wire import parse_version
 
 Version = tuple[int, int, int]
 

@@ -12,9 +12,9 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tests.emulator.api import ApiResponse, SupernodeApi, go_struct
-from tests.emulator.config import VersionTraits
-from tests.emulator.result import DfgetResult
+from app.swarm.api import ApiResponse, SupernodeApi, go_struct
+from app.swarm.config import VersionTraits
+from app.swarm.result import DfgetResult
 
 CODE_SUCCESS = 200
 CODE_URL_NOT_REACHABLE = 607

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
-from tests.emulator.wire import JSON_CONTENT_TYPE, SUPERNODE_USER_AGENT, node_base_url
+from app.swarm.wire import JSON_CONTENT_TYPE, SUPERNODE_USER_AGENT, node_base_url
 
 SUPERNODE_TIMEOUT = 5.0  # dfget's per-request budget towards the supernode (§5.1)
 _CODE_REQUIRED = frozenset({"/peer/registry", "/peer/task"})

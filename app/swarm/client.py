@@ -18,22 +18,22 @@ from pathlib import Path
 import httpx
 
 from app.protocol.taskid import filter_url_params
-from tests.emulator.api import ExchangeLog, SupernodeApi, make_http_client
-from tests.emulator.backsource import BackSourceError, back_source_download
-from tests.emulator.config import ClientConfig, VersionTraits
-from tests.emulator.p2p import P2PDownload
-from tests.emulator.ratelimit import TokenBucket
-from tests.emulator.register import (
+from app.swarm.api import ExchangeLog, SupernodeApi, make_http_client
+from app.swarm.backsource import BackSourceError, back_source_download
+from app.swarm.config import ClientConfig, VersionTraits
+from app.swarm.p2p import P2PDownload
+from app.swarm.ratelimit import TokenBucket
+from app.swarm.register import (
     CODE_NEED_AUTH,
     RegisterFailed,
     Registrar,
     Registration,
     adjust_node_list,
 )
-from tests.emulator.result import DfgetResult
-from tests.emulator.store import file_digest
-from tests.emulator.uploader import Uploader
-from tests.emulator.wire import (
+from app.swarm.result import DfgetResult
+from app.swarm.store import file_digest
+from app.swarm.uploader import Uploader
+from app.swarm.wire import (
     SUPERNODE_USER_AGENT,
     client_finish_query,
     make_cid,

@@ -20,8 +20,8 @@ import httpx
 from aiohttp import web
 
 from app.protocol.pieces import FRAME_OVERHEAD, TRAILER, frame_header
-from tests.emulator.api import ExchangeLog, SupernodeApi, tls_context
-from tests.emulator.wire import service_down_query
+from app.swarm.api import ExchangeLog, SupernodeApi, tls_context
+from app.swarm.wire import service_down_query
 
 OCTET_STREAM = "application/octet-stream"
 RANGE_NOT_SATISFIABLE = "range not satisfiable"

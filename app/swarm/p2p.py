@@ -13,15 +13,15 @@ import httpx
 
 from app.protocol.codes import Code, PullResult, PullStatus
 from app.protocol.pieces import unframe_piece
-from tests.emulator.api import ApiResponse, SupernodeApi, go_struct
-from tests.emulator.config import ClientConfig
-from tests.emulator.merge import Item, ItemMerger
-from tests.emulator.ratelimit import TokenBucket
-from tests.emulator.register import Registrar, Registration
-from tests.emulator.result import DfgetResult, PieceFetch
-from tests.emulator.store import PieceFile, file_digest, place_file
-from tests.emulator.uploader import Uploader
-from tests.emulator.wire import SUPERNODE_USER_AGENT, piece_error_query, piece_suc_query, pull_query
+from app.swarm.api import ApiResponse, SupernodeApi, go_struct
+from app.swarm.config import ClientConfig
+from app.swarm.merge import Item, ItemMerger
+from app.swarm.ratelimit import TokenBucket
+from app.swarm.register import Registrar, Registration
+from app.swarm.result import DfgetResult, PieceFetch
+from app.swarm.store import PieceFile, file_digest, place_file
+from app.swarm.uploader import Uploader
+from app.swarm.wire import SUPERNODE_USER_AGENT, piece_error_query, piece_suc_query, pull_query
 
 _PIECE_TASK = {
     "range": str,

@@ -5,12 +5,12 @@
 * ``Swarm`` / ``run_swarm``: N peers with their own uploaders, node lists rotated per peer.
 """
 
-from tests.emulator.api import Exchange, make_http_client
-from tests.emulator.client import Dfget
-from tests.emulator.merge import Item, ItemMerger
-from tests.emulator.result import DfgetResult, PieceFetch
-from tests.emulator.swarm import Swarm, SwarmPeer, loopback_ip, rotated, run_swarm
-from tests.emulator.uploader import Uploader
+from app.swarm.api import Exchange, make_http_client
+from app.swarm.client import Dfget
+from app.swarm.merge import Item, ItemMerger
+from app.swarm.result import DfgetResult, PieceFetch
+from app.swarm.swarm import Swarm, SwarmPeer, loopback_ip, rotated, run_swarm
+from app.swarm.uploader import Uploader
 
 __all__ = [
     "Dfget",
