@@ -178,6 +178,7 @@ class _DrainingServer(uvicorn.Server):
 async def serve(settings: Settings) -> None:
     from app.download.guard import PieceBounds
     from app.download.server import start_download_server, stop_download_server
+    from app.limits.store import upload_share_bytes
 
     readiness = Readiness()
     app = create_app(settings, readiness)
@@ -199,6 +200,12 @@ async def serve(settings: Settings) -> None:
     )
     server = _DrainingServer(config, readiness, settings.drain_seconds)
     storage = LocalSeedStorage(settings.seed_path)
+
+    async def upload_rate() -> int:
+        # The live limit seedUploadKiBps, this replica's share (app.limits.throttle); 0 until started.
+        bridge = getattr(app.state, "bridge", None)
+        return 0 if bridge is None else await upload_share_bytes(bridge.live)
+
     runner = await start_download_server(
         storage, settings.listen, settings.download_port, draining=lambda: readiness.draining,
         shutdown_timeout=settings.shutdown_timeout_seconds,
@@ -206,6 +213,7 @@ async def serve(settings: Settings) -> None:
             settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds,
             settings.keepalive_timeout_seconds,
         ),
+        upload_rate=upload_rate,
     )
     try:
         await server.serve()

@@ -11,11 +11,15 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from app.cdn.storage import LocalSeedStorage
 from app.core.config import Settings
+from app.download.server import start_download_server
 from app.limits.model import FIELDS
+from app.limits.store import LiveLimits, upload_share_bytes
 from app.limits.views import LimitsChange
 from app.protocol.taskid import task_id
-from tests.cluster import TEST_TOKEN
+from app.state import schema
+from tests.cluster import TEST_TOKEN, free_port
 from tests.live import live_supernode
 from tests.preheat_support import at_least, audit_trail
 from tests.sources import SourceServer
@@ -128,3 +132,50 @@ async def test_writes_need_a_token(settings: Settings, redis: Redis) -> None:
         wrong = {"Authorization": "Bearer nope"}
         assert (await http.put("/api/v1/limits", json={"downLinkKiB": 1}, headers=wrong)).status_code == 403
         assert (await http.get("/api/v1/limits", headers=AUTH)).json()["overrides"] == {}
+
+
+async def test_the_seed_upload_bandwidth_is_shared_by_the_live_replicas(settings: Settings, redis: Redis) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    fast = settings.model_copy(update={"limits_cache_seconds": 0.2})
+    async with SourceServer() as source, live_supernode(fast) as sn, \
+            httpx.AsyncClient(base_url=sn.api, headers=AUTH) as http:
+        source.add("f.bin", data)
+        url, tid = source.url("f.bin"), task_id(source.url("f.bin"))
+        assert (await http.post("/peer/registry", json=registration(url))).json()["code"] == 200
+        await wait_status(redis, tid, "SUCCESS")
+        # A piece server of this replica's kind, reading the live limits as a replica does.
+        live = LiveLimits(redis, fast)
+        port = free_port()
+        runner = await start_download_server(LocalSeedStorage(fast.seed_path), "127.0.0.1", port,
+                                             upload_rate=lambda: upload_share_bytes(live))
+        piece = f"http://127.0.0.1:{port}/download/{tid[:3]}/{tid}"
+        half = 512 * 1024
+
+        async def fetch(client: httpx.AsyncClient, start: int) -> bytes:
+            answer = await client.get(piece, headers={"Range": f"bytes={start}-{start + half - 1}"})
+            assert answer.status_code == 206
+            return answer.content
+
+        try:
+            async with httpx.AsyncClient(timeout=30) as pieces:
+                unlimited = await fetch(pieces, 0)
+                put = await http.put("/api/v1/limits", json={"seedUploadKiBps": 1024})
+                assert put.json()["seedUploadPerReplicaKiBps"] == 1024  # one live replica: all of it
+                await asyncio.sleep(0.3)  # past the cache bound
+                started = time.monotonic()
+                both = await asyncio.gather(fetch(pieces, 0), fetch(pieces, half))
+                took = time.monotonic() - started
+                # 1 MiB at 1 MiB/s shared by the two uploads (a 0.1 s burst aside).
+                assert took >= 0.85, took
+                assert both[0] == unlimited and b"".join(both) == (await fetch(pieces, 0)) + (await fetch(pieces, half))
+                # A second live replica halves this one's share.
+                await redis.zadd(schema.REPLICAS, {"other-replica": int(time.time() * 1000)})
+                await asyncio.sleep(0.3)
+                assert await upload_share_bytes(live) == 512 * 1024
+                view = (await http.get("/api/v1/limits")).json()
+                assert view["liveReplicas"] == 2 and view["seedUploadPerReplicaKiBps"] == 512
+                await http.put("/api/v1/limits", json={"seedUploadKiBps": None})
+                await asyncio.sleep(0.3)
+                assert await upload_share_bytes(live) == 0
+        finally:
+            await runner.cleanup()

@@ -22,10 +22,12 @@ from app.cdn.storage import SeedStorage
 from app.download import metrics
 from app.download.guard import GuardedSite, PieceBounds
 from app.download.ranges import Partial, Unsatisfiable, decide, etag_for, if_range_allows
+from app.limits.throttle import RateSource, UploadThrottle, copy_throttled
 
 STORAGE_KEY: Final = web.AppKey("seed_storage", SeedStorage)
 DrainingCheck = Callable[[], bool]
 DRAINING_KEY: Final = web.AppKey[DrainingCheck]("draining")
+THROTTLE_KEY: Final = web.AppKey("upload_throttle", UploadThrottle)  # live limit seedUploadKiBps (app.limits)
 OCTET_STREAM: Final = "application/octet-stream"
 _HEX: Final = frozenset("0123456789abcdef")
 # Honoured like aiohttp's FileResponse does, so an operator can rule sendfile out when debugging.
@@ -38,10 +40,14 @@ def _never() -> bool:
     return False
 
 
-def create_download_app(storage: SeedStorage, draining: Callable[[], bool] = _never) -> web.Application:
+def create_download_app(
+    storage: SeedStorage, draining: Callable[[], bool] = _never, upload_rate: RateSource | None = None
+) -> web.Application:
     app = web.Application()
     app[STORAGE_KEY] = storage
     app[DRAINING_KEY] = draining
+    if upload_rate is not None:
+        app[THROTTLE_KEY] = UploadThrottle(upload_rate)
     app.router.add_get("/download/{prefix}/{tid}", _download)  # also answers HEAD
     app.router.add_get("/_ping", _ping)
     app.router.add_get("/readyz", _readyz)
@@ -59,6 +65,7 @@ async def start_download_server(
     draining: Callable[[], bool] = _never,
     shutdown_timeout: float = 60.0,
     bounds: PieceBounds | None = None,
+    upload_rate: RateSource | None = None,
 ) -> web.AppRunner:
     """Listen on ``host:port`` (0 = any free port, see ``bound_port``) until ``stop_download_server``.
 
@@ -68,7 +75,7 @@ async def start_download_server(
     bounds = bounds or PieceBounds()
     # Off by default: formatting a log line costs more CPU than the sendfile of a piece.
     runner = web.AppRunner(
-        create_download_app(storage, draining), handle_signals=False,
+        create_download_app(storage, draining, upload_rate), handle_signals=False,
         access_log=access_logger if access_log else None, shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()
@@ -197,7 +204,11 @@ async def _send_body(
     if transport is None or transport.is_closing():
         return 0
     loop = asyncio.get_running_loop()
+    throttle = request.app.get(THROTTLE_KEY)
     try:
+        rate = await throttle.rate() if throttle is not None else 0
+        if throttle is not None and rate > 0:
+            return await copy_throttled(response.write, fileobj.fileno(), offset, count, throttle, rate)
         if not _NOSENDFILE:
             try:
                 # prepare() has flushed the headers; asyncio waits for the write buffer to drain,

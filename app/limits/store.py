@@ -110,4 +110,10 @@ def effective_down_link(cluster: Limits, task_value: object) -> int:
     return cluster.down_link_kib
 
 
-__all__ = ["FIELDS", "LiveLimits", "effective_down_link"]
+async def upload_share_bytes(live: LiveLimits) -> int:
+    """This replica's share of the seed-cache upload bandwidth, in bytes per second (0 = unlimited)."""
+    limits = await live.current()
+    return limits.seed_upload_share_kibps(live.live_replicas) * 1024
+
+
+__all__ = ["FIELDS", "LiveLimits", "effective_down_link", "upload_share_bytes"]
