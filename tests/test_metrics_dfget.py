@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from app.core.config import Settings
 from app.core.jobs import CeleryJobs, InProcessJobs
+from app.observability import dfget
 from app.observability.workers import WorkerProbe
 from app.protocol.taskid import task_id
 from tests.cluster import TEST_TOKEN
@@ -51,10 +52,11 @@ async def test_task_reports_are_counted_as_go_counted_them(settings: Settings, r
             report(cs, success=None, fileLength=None, backsourceReason="1003"),  # failed, refused back-source
             # Refused by Go's validation or decoding: never counted, still answered code 1 (no retry).
             report(cs, port=80), report(cs, callSystem=""), report(cs, success="yes"), report(cs, duration=-1),
-            b"[1, 2]", b"{not json",
+            b"[1, 2]", b"{not json", report(cs).replace(b'"fileLength": 1000', b'"fileLength": 1' + b"0" * 400),
+            report(cs).replace(b'"duration": 12.5', b'"duration": 1e400'), report(cs, callSystem="c" * 257),
         ]
         answers = [await http.post(path, content=body, headers=JSON)
-                   for path, body in zip(["/task/metrics", "/v1.0.6/task/metrics"] * 5, bodies, strict=False)]
+                   for path, body in zip(["/task/metrics", "/v1.0.6/task/metrics"] * 7, bodies, strict=False)]
         found = samples((await http.get("/metrics")).text)
     assert [a.json() for a in answers] == [{"code": 1}] * len(bodies)
     labels = {"callsystem": cs, "peer": ""}  # the peer label is off by default: kept, empty
@@ -169,3 +171,8 @@ async def test_seed_job_counts_are_cluster_wide_and_deletes_count_as_task_gc(set
             await asyncio.sleep(0.05)
     assert seen == wanted
     assert get(found, "dragonfly_supernode_gc_tasks_total") - get(before, "dragonfly_supernode_gc_tasks_total") == 1
+
+
+def test_free_text_labels_have_a_bounded_number_of_values() -> None:
+    budget = dfget._Budget(3)
+    assert [budget(v) for v in ("a", "b", "a", "c", "d", "e", "b")] == ["a", "b", "a", "c", "other", "other", "b"]

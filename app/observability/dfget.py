@@ -11,6 +11,7 @@ change or delay an answer: a body it cannot read is simply not counted.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -18,16 +19,49 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability import legacy, roundtrips
-from app.protocol.wire import lower_keys
+from app.protocol.wire import FIELD_CAPS, is_ipv4, lower_keys
+
+log = logging.getLogger("app.observability.dfget")
 
 CDN_CID_PREFIX = "cdnnode:"  # dstCid of a piece fetched from the seed cache (PROTOCOL samples 04)
 _REPORT, _REGISTRY = "/task/metrics", "/peer/registry"
 QUERY_HANDLERS = frozenset({"/peer/task", "/peer/piece/suc"})
 _ANSWER_BYTES = 256  # enough for {"code":...}: the code comes first in every registration answer
+# callSystem and backsourceReason are free text from any client on the dfget allowlist: past this many
+# distinct values per label in one process, new ones are counted as "other" (bounded series).
+LABEL_VALUES_LIMIT = 200
+OTHER = "other"
+
+
+class _Budget:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self.seen:
+            return value
+        if len(self.seen) >= self.limit:
+            return OTHER
+        self.seen.add(value)
+        return value
+
+
+_call_systems = _Budget(LABEL_VALUES_LIMIT)
+_reasons = _Budget(LABEL_VALUES_LIMIT)
 
 
 def _peer(value: Any, enabled: bool) -> str:
-    return value if enabled and isinstance(value, str) else ""
+    return value if enabled and isinstance(value, str) and is_ipv4(value) else ""
+
+
+def _number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
@@ -49,12 +83,13 @@ def record_report(body: bytes, peer_label: bool) -> bool:
     reason, success = data.get("backsourcereason", ""), data.get("success", False)
     if not isinstance(call_system, str) or ("callsystem" in data and not call_system):
         return False
+    if len(call_system) > FIELD_CAPS["callsystem"]:
+        return False
     if isinstance(port, bool) or not isinstance(port, int) or (port and not 15000 <= port <= 65000):
         return False
-    numbers_ok = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-                     for v in (duration, length))
-    if not numbers_ok or not isinstance(reason, str) or not isinstance(success, bool):
+    if not (_number(duration) and _number(length)) or not isinstance(reason, str) or not isinstance(success, bool):
         return False
+    call_system = _call_systems(call_system)
     peer = _peer(data.get("ip", ""), peer_label)
     legacy.dfget_download_size.labels(call_system, peer)  # a failure first: the success series exist at 0
     legacy.dfget_download_duration.labels(call_system, peer)
@@ -62,7 +97,7 @@ def record_report(body: bytes, peer_label: bool) -> bool:
         legacy.dfget_download_duration.labels(call_system, peer).observe(duration)
         legacy.dfget_download_size.labels(call_system, peer).inc(length)
     else:
-        legacy.dfget_download_failed.labels(call_system, peer, reason).inc()
+        legacy.dfget_download_failed.labels(call_system, peer, _reasons(reason[:64])).inc()
     legacy.dfget_download.labels(call_system, peer).inc()
     return True
 
@@ -73,7 +108,7 @@ def record_registration(body: bytes, answer: bytes) -> bool:
     if data is None:
         return False
     call_system = data.get("callsystem", "")
-    call_system = call_system[:256] if isinstance(call_system, str) else ""
+    call_system = _call_systems(call_system[: FIELD_CAPS["callsystem"]] if isinstance(call_system, str) else "")
     legacy.tasks_registered.inc()
     legacy.dfgettasks_registered.labels(call_system).inc()
     failed = legacy.dfgettasks_failed.labels(call_system)  # the zero exists from the first: rate() needs it
@@ -104,7 +139,7 @@ def record_query(handler: str, query: Mapping[str, str], seconds: float, peer_la
     (``pieces_downloaded_size_bytes_total``): their query strings carry all that is needed."""
     if handler == "/peer/task":
         src = query.get("srcCid", "")
-        legacy.schedule_duration.labels(src.split("-", 1)[0] if peer_label else "").observe(seconds * 1000)
+        legacy.schedule_duration.labels(_peer(src.split("-", 1)[0], peer_label)).observe(seconds * 1000)
     elif handler == "/peer/piece/suc" and query.get("dstCid", "").startswith(CDN_CID_PREFIX):
         size = _piece_bytes(query.get("pieceRange", ""))
         if size:
@@ -155,8 +190,12 @@ class ObserverMiddleware:
             await self.app(scope, tap_receive, tap_send)
         finally:
             roundtrips.finish(trips)
-        if complete[0]:
+        if not complete[0]:
+            return
+        try:
             if path == _REPORT:
                 record_report(bytes(body), self.peer_label)
             else:
                 record_registration(bytes(body), bytes(answer))
+        except Exception:  # the answer is sent already: a counting bug must not surface as a server error
+            log.warning("could not count a %s body", path, exc_info=True)
