@@ -17,14 +17,18 @@ RUN --mount=type=secret,id=build_ca,required=false \
     if [ -s /run/secrets/build_ca ]; then export PIP_CERT=/run/secrets/build_ca; fi \
  && python3.11 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
       > requirements.txt \
- && /opt/venv/bin/pip install -r requirements.txt
+ && /opt/venv/bin/pip install -r requirements.txt \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 COPY app ./app
 COPY workers ./workers
-# Not editable and without dev extras: the runtime stage copies /opt/venv and nothing of /src.
+# The package alone (not editable, no dev extras), compiled, in a directory of its own: the runtime
+# stage copies it over the dependencies' layer, so a code change makes one small layer instead of a
+# new copy of the whole virtualenv. (COPY is cached by content; a RUN with a bind mount of another stage
+# would be cached on its command line alone and could keep stale code.)
 RUN --mount=type=secret,id=build_ca,required=false \
     if [ -s /run/secrets/build_ca ]; then export PIP_CERT=/run/secrets/build_ca; fi \
- && /opt/venv/bin/pip install --no-deps . \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+ && /opt/venv/bin/pip install --no-deps --target /pkg . \
+ && /opt/venv/bin/python -m compileall -q /pkg
 
 # ---- runtime ---------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
@@ -37,6 +41,7 @@ RUN echo 'dragonfly:x:10001:10001:dragonfly:/home/admin:/usr/sbin/nologin' >> /e
  && mkdir -p /home/admin/supernode \
  && chown -R 10001:10001 /home/admin
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /pkg /opt/venv/lib/python3.11/site-packages
 COPY alembic.ini /app/alembic.ini
 COPY migrations /app/migrations
 COPY deploy/image/entrypoint.sh /usr/local/bin/df-supernode
