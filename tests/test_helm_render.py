@@ -166,3 +166,14 @@ def test_chart_readme_carries_the_values_table() -> None:
     """Every key of values.yaml, with its default, is in the chart README (python -m tests.helm_chart)."""
     readme = (CHART / "README.md").read_text()
     assert readme.endswith(TABLE_MARK + "\n" + "\n".join(values_table()) + "\n"), "run: python -m tests.helm_chart"
+
+
+def test_notes_say_how_to_point_dfget_and_harbor_at_the_cluster() -> None:
+    default = rendered("default")[0]["df-supernode/templates/NOTES.txt"]
+    assert "dfget --node df-df-supernode.dragonfly.svc:8002,df-df-supernode.dragonfly.svc:8002 " in default
+    assert "Endpoint:  http://df-df-supernode.dragonfly.svc:8002" in default
+    assert "NOT FOR PRODUCTION" in default and "no externalDatabase" in default
+    everything = rendered("everything.yaml")[0]["df-supernode/templates/NOTES.txt"]
+    assert "Endpoint:  http://203.0.113.10:8002" in everything and "LoadBalancer address" in everything
+    assert "NOT FOR PRODUCTION" not in everything and "no externalDatabase" not in everything
+    assert "everything-case" not in everything  # no credential printed
