@@ -66,6 +66,12 @@ class ApiResponse:
         return 0 if has_msg else None
 
     @property
+    def msg(self) -> str:
+        """The answer's ``msg`` (dfget logs it when registration fails), "" when absent."""
+        value = self._lookup("msg")[1]
+        return value if isinstance(value, str) else ""
+
+    @property
     def ok(self) -> bool:
         return self.code is not None
 
@@ -196,12 +202,34 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def make_http_client(max_connections: int = 256) -> httpx.AsyncClient:
-    """An httpx client without httpx's default headers, so requests carry only what dfget sends."""
-    client = httpx.AsyncClient(
-        verify=tls_context(),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        timeout=SUPERNODE_TIMEOUT,
-    )
+class DelayedTransport(httpx.AsyncBaseTransport):
+    """Adds ``latency`` seconds before every request leaves: a longer path to every server (df-swarm --latency)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, latency: float) -> None:
+        self._inner, self._latency = inner, latency
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(self._latency)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def make_http_client(
+    max_connections: int = 256, *, local_address: str | None = None, latency: float = 0.0
+) -> httpx.AsyncClient:
+    """An httpx client without httpx's default headers, so requests carry only what dfget sends.
+
+    ``local_address`` binds its connections to one source IP, so a peer emulated on a 127/8 address talks
+    from that address, as a separate host would (the supernode's peer-IP check sees it).
+    """
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    transport: httpx.AsyncBaseTransport | None = None
+    if local_address is not None or latency > 0:
+        transport = httpx.AsyncHTTPTransport(verify=tls_context(), limits=limits, local_address=local_address)
+        if latency > 0:
+            transport = DelayedTransport(transport, latency)
+    client = httpx.AsyncClient(verify=tls_context(), limits=limits, timeout=SUPERNODE_TIMEOUT, transport=transport)
     client.headers.clear()
     return client

@@ -114,7 +114,8 @@ class Registrar:
         if last.code is None:
             raise RegisterFailed(f"register failed: {last.error}")
         if last.code != CODE_SUCCESS:
-            raise RegisterFailed(f"register answered code {last.code}", last.code)
+            detail = f": {last.msg}" if last.msg else ""
+            raise RegisterFailed(f"register answered code {last.code}{detail}", last.code)
         if chosen is None:
             # dfget dereferences the absent data and panics; the panic becomes a register failure.
             raise RegisterFailed("register answered 200 without data", CODE_SUCCESS)

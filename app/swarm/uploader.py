@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from app.protocol.pieces import FRAME_OVERHEAD, TRAILER, frame_header
 from app.swarm.api import ExchangeLog, SupernodeApi, tls_context
+from app.swarm.ratelimit import READ_CHUNK, TokenBucket
 from app.swarm.wire import service_down_query
 
 OCTET_STREAM = "application/octet-stream"
@@ -131,6 +133,8 @@ class UploaderStats:
     pieces_served: int = 0
     bytes_served: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
+    first_byte_at: float = 0.0  # time.monotonic() of the first piece body, and the end of the last one:
+    last_byte_at: float = 0.0  # bytes_served over that span is the upload rate as seen at this end
 
 
 class Uploader:
@@ -145,8 +149,11 @@ class Uploader:
         supernode: str | None = None,
         port: int = 0,
         http: httpx.AsyncClient | None = None,
+        rate_limit: int | None = None,
     ) -> None:
         self.ip = ip
+        # Upload bandwidth of this host (bytes/s over every piece it serves): the seed's testbed link.
+        self.bucket = TokenBucket(rate_limit) if rate_limit else None
         self.version = version
         # Fallback for service/down of tasks whose /client/finish carried no superNode.
         self.supernode = supernode
@@ -274,25 +281,34 @@ class Uploader:
         opened = await asyncio.to_thread(_open_piece, task.service_file(name), params)
         if isinstance(opened, _Served):
             return self._count(opened)
+        started = time.monotonic()
         try:
             response = await self._send_framed(request, opened, params.piece_size)
         finally:
             opened.file.close()
+        if not self.stats.first_byte_at:
+            self.stats.first_byte_at = started
+        self.stats.last_byte_at = time.monotonic()
         self.stats.pieces_served += 1
         self.stats.bytes_served += opened.length + FRAME_OVERHEAD
         self.stats.statuses[206] += 1
         return response
 
-    @staticmethod
-    async def _send_framed(request: web.Request, piece: _Slice, piece_size: int) -> web.StreamResponse:
+    async def _send_framed(self, request: web.Request, piece: _Slice, piece_size: int) -> web.StreamResponse:
         """Header ``(length-5) | (P << 4)`` from the *request's* pieceSize, payload, 0x7F: the bytes of
         peer_server.go, with the payload sent by sendfile(2) so that a swarm of emulated peers does not
-        copy every byte through Python (as aiohttp's FileResponse does)."""
+        copy every byte through Python (as aiohttp's FileResponse does); in chunks paid to the upload
+        bucket when this peer has an upload limit."""
         response = web.StreamResponse(status=206, headers={"Content-Type": OCTET_STREAM})
         response.content_length = piece.length + FRAME_OVERHEAD
         await response.prepare(request)
         await response.write(frame_header(piece.length, piece_size))
-        if piece.length:  # count=0 would mean "to the end of the file"
+        if piece.length and self.bucket is not None:
+            for offset in range(piece.offset, piece.offset + piece.length, READ_CHUNK):
+                size = min(READ_CHUNK, piece.offset + piece.length - offset)
+                await self.bucket.take(size)
+                await response.write(os.pread(piece.file.fileno(), size, offset))
+        elif piece.length:  # count=0 would mean "to the end of the file"
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("the client went away")

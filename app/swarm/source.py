@@ -1,0 +1,194 @@
+"""The origin ("source") df-swarm serves itself: generated files with counters and an egress limit.
+
+``df-swarm --size 64MiB`` needs a file every peer (and the supernode's seeder) can fetch, and a way to
+tell how many times the origin was read: that is the seed's chart's whole point. Content is
+deterministic pseudo-random bytes (incompressible, so no layer in between can cheat), served with
+Content-Length, ETag, Last-Modified and single ``Range`` requests, which is what the supernode's probe
+and seeder and dfget's back-source use. ``rate`` bounds the origin's total egress (one token bucket over
+every response), as the seed's 1,000 Mb/s server link did; each response is recorded (client address,
+status, bytes, first/last byte times) so tests can measure rates at this end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from aiohttp import web
+
+from app.swarm.ratelimit import READ_CHUNK, TokenBucket
+
+_FAST_CHUNK = 1 << 20
+
+
+def generated_bytes(size: int, seed: int = 0) -> bytes:
+    """``size`` reproducible, incompressible bytes (the same ``seed`` gives the same file anywhere)."""
+    return random.Random(seed).randbytes(size)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One response body as this server sent it."""
+
+    path: str
+    client: str
+    status: int
+    bytes: int
+    started: float  # time.monotonic() when the first body byte was handed to the connection
+    ended: float
+    complete: bool
+
+    @property
+    def rate(self) -> float:
+        """Body bytes per second at this end (0 for an instant body)."""
+        spent = self.ended - self.started
+        return self.bytes / spent if spent > 0 else 0.0
+
+
+@dataclass
+class SourceStats:
+    requests: int = 0
+    full_gets: int = 0  # whole 200 bodies written
+    range_gets: int = 0
+    bytes_sent: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    served: list[Served] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "requests": self.requests,
+            "full_gets": self.full_gets,
+            "range_gets": self.range_gets,
+            "bytes_sent": self.bytes_sent,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+        }
+
+
+@dataclass(frozen=True)
+class _File:
+    data: bytes
+    etag: str
+    last_modified: str
+
+
+class GeneratedSource:
+    """``async with GeneratedSource(rate=40e6) as src: url = src.add("f.bin", 64 << 20)``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, rate: float | None = None,
+                 advertise: str | None = None) -> None:
+        self.host, self.port = host, port
+        self.advertise = advertise or host  # the address put in URLs (the host's IP when bound to 0.0.0.0)
+        self.bucket = TokenBucket(rate) if rate else None
+        self.stats = SourceStats()
+        self.files: dict[str, _File] = {}
+        self._runner: web.AppRunner | None = None
+
+    def add(self, name: str, size_or_data: int | bytes, seed: int = 0) -> str:
+        data = generated_bytes(size_or_data, seed) if isinstance(size_or_data, int) else size_or_data
+        etag = '"' + hashlib.md5(data).hexdigest()[:16] + '"'
+        self.files[name] = _File(data, etag, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() - 60)))
+        return self.url(name)
+
+    def url(self, name: str) -> str:
+        return f"http://{self.advertise}:{self.port}/{name}"
+
+    def sha256(self, name: str) -> str:
+        return hashlib.sha256(self.files[name].data).hexdigest()
+
+    def served(self, name: str | None = None, *, complete: bool = True) -> list[Served]:
+        return [s for s in self.stats.served if (name is None or s.path == "/" + name) and (s.complete or not complete)]
+
+    async def __aenter__(self) -> GeneratedSource:
+        app = web.Application()
+        app.router.add_route("GET", "/{name:.+}", self._serve)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
+        await self._runner.setup()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        self.stats.requests += 1
+        found = self.files.get(request.match_info["name"])
+        if found is None:
+            self.stats.statuses[404] += 1
+            return web.Response(status=404, text="no such file\n")
+        headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
+                   "ETag": found.etag, "Last-Modified": found.last_modified}
+        if request.headers.get("If-None-Match") == found.etag:
+            self.stats.statuses[304] += 1
+            return web.Response(status=304, headers=headers)
+        first, last = 0, len(found.data) - 1
+        status = 200
+        wanted = _single_range(request.headers.get("Range", ""), len(found.data))
+        if wanted == "416":
+            self.stats.statuses[416] += 1
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{len(found.data)}"})
+        if isinstance(wanted, tuple):
+            status, (first, last) = 206, wanted
+            headers["Content-Range"] = f"bytes {first}-{last}/{len(found.data)}"
+        self.stats.statuses[status] += 1
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = last - first + 1
+        await response.prepare(request)
+        await self._body(request, response, memoryview(found.data)[first : last + 1], status)
+        return response
+
+    async def _body(self, request: web.Request, response: web.StreamResponse, body: memoryview, status: int) -> None:
+        chunk = READ_CHUNK if self.bucket is not None else _FAST_CHUNK
+        client = request.remote or ""
+        started, sent, complete = time.monotonic(), 0, False
+        try:
+            for offset in range(0, len(body), chunk):
+                piece = body[offset : offset + chunk]
+                if self.bucket is not None:
+                    await self.bucket.take(len(piece))
+                await response.write(bytes(piece))
+                sent += len(piece)
+                self.stats.bytes_sent += len(piece)
+            await response.write_eof()
+            complete = True
+        except ConnectionError:
+            pass  # the client went away: what it got is still egress, recorded below as incomplete
+        finally:
+            self.stats.served.append(Served(request.path, client, status, sent, started, time.monotonic(), complete))
+            if complete:
+                if status == 200:
+                    self.stats.full_gets += 1
+                else:
+                    self.stats.range_gets += 1
+
+
+def _single_range(value: str, size: int) -> tuple[int, int] | str | None:
+    """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n``; None: serve the whole file; "416": unsatisfiable."""
+    unit, _, spec = value.partition("=")
+    if unit.strip() != "bytes" or "," in spec:
+        return None
+    start_text, dash, end_text = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if not start_text:
+            start, end = max(size - int(end_text), 0), size - 1
+        else:
+            start, end = int(start_text), int(end_text) if end_text else size - 1
+    except ValueError:
+        return None
+    if start >= size or end < start:
+        return "416"
+    return start, min(end, size - 1)
