@@ -40,9 +40,10 @@ def rendered(name: str) -> tuple[dict[str, str], tuple[dict[str, Any], ...]]:
     return text, tuple(manifests(text))
 
 
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("name", VALUE_SETS)
-def test_lint_reports_no_error_or_warning(name: str) -> None:
-    report = helm_python.lint(CHART, values_of(name), strict=True)
+def test_lint_reports_no_error_or_warning(name: str, kube_version: str) -> None:
+    report = helm_python.lint(CHART, values_of(name), strict=True, kube_version=f"v{kube_version}")
     assert report["errors"] == [], report
     # Severity 2 is a warning, 3 an error; an info ("icon is recommended") is fine.
     assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
