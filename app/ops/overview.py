@@ -1,8 +1,8 @@
 """``GET /api/v1/overview``: cluster health, totals, bytes by source class and the P2P ratio.
 
-One census pass over the task index (the cluster view's count of running seeds reuses it), so the
-cost of a call grows with the number of tasks like ``/api/v1/cluster`` does; benchmarks/
-bench_dashboard.py measures it with the dashboard polling.
+One census of the task index inside Redis (app.state.listing; the cluster view's count of running
+seeds reuses it): a few milliseconds of Redis time at 10,000 tasks. benchmarks/bench_dashboard.py
+measures a replica with dashboards polling.
 """
 
 from __future__ import annotations
@@ -12,19 +12,19 @@ from datetime import datetime
 
 import redis.asyncio as aioredis
 
-from app.cluster.gauges import Census, census
 from app.cluster.service import ClusterService
 from app.limits.model import Limits
 from app.limits.views import LimitValues
 from app.ops.models import Overview, ReplicaAge, Totals, TrafficPoint, TrafficSummary, TrafficView
 from app.state import schema
+from app.state.listing import IndexCensus, census
 from app.state.traffic import cluster_traffic, traffic_history, window_total
 
 
 class _CensusCluster(ClusterService):
     """The cluster view, with its running-seed count taken from a census already made."""
 
-    counted: Census | None = None
+    counted: IndexCensus | None = None
 
     async def running_seeds(self) -> int:
         if self.counted is None:
@@ -53,7 +53,7 @@ async def traffic_summary(redis: aioredis.Redis, minutes: int) -> TrafficSummary
 
 async def overview(service: ClusterService, limits: Limits, minutes: int) -> Overview:
     redis = service.redis
-    counted = await census(redis)
+    counted = await census(redis, service.settings.task_ttl_seconds)
     cluster_service = _CensusCluster(
         redis, service.settings, service.storage, service.dispatcher, service.self_id, service.audit
     )

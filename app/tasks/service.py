@@ -19,11 +19,13 @@ from app.core.masking import mask_headers, mask_text, mask_url
 from app.core.timefmt import rfc3339_ms
 from app.observability import legacy
 from app.state import schema
+from app.state.listing import task_page
 from app.tasks.models import PieceHolder, PieceInfo, PiecePage, SeedProgress, TaskPage, TaskStatus, TaskView
 from app.tasks.refusals import read_refusal, refused_view
 
 TASK_ID_PATTERN = r"^[0-9a-f]{64}$"  # sha256 hex (§7.2); anything else cannot name a task
-_LIST_CHUNK = 256
+_LIST_CHUNK = 1000
+_FILTER_FIELDS = ["cdnStatus", "taskUrl", "rawUrl"]  # what _matches reads (cdnStatus first: None = expired)
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 REDACTED = "<redacted>"
 
@@ -118,9 +120,11 @@ def _matches(fields: dict[str, str], status: TaskStatus | None, url: str | None)
 
 
 class TaskService:
-    def __init__(self, redis: aioredis.Redis, storage: SeedStorage) -> None:
+    def __init__(self, redis: aioredis.Redis, storage: SeedStorage, ttl_seconds: int | None = None) -> None:
+        """``ttl_seconds`` (DF_TASK_TTL_SECONDS): lets listings without a URL filter run in Redis."""
         self.redis = redis
         self.storage = storage
+        self.ttl_seconds = ttl_seconds
 
     async def _views(self, tids: list[str]) -> list[tuple[str, dict[str, str], int, int]]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -138,16 +142,36 @@ class TaskService:
 
     async def list(self, status: TaskStatus | None, url: str | None, limit: int, offset: int) -> TaskPage:
         """Tasks by last access, newest first. The order is a snapshot of the index taken at the call;
-        paging while clients keep pulling can show a task twice or skip one, as any live listing."""
+        paging while clients keep pulling can show a task twice or skip one, as any live listing.
+
+        Without a URL filter the page is found inside Redis (app.state.listing, one call); the URL
+        filter matches what is shown (masked), so it reads three fields of each task (pipelined a chunk
+        at a time). Either way the full view is built only for the page (issue 8: 10,000 tasks)."""
+        if not url and self.ttl_seconds is not None:
+            total, wanted = await task_page(self.redis, self.ttl_seconds, status, offset, limit)
+            now = int(time.time() * 1000)
+            views = await self._views(wanted)
+            return TaskPage(total=total, offset=offset, limit=limit,
+                            tasks=[task_view(tid, fields, peers, seeded, now) for tid, fields, peers, seeded in views])
         tids: list[str] = await self.redis.zrevrange(schema.TASK_INDEX, 0, -1)  # type: ignore[assignment]
-        now, total, page = int(time.time() * 1000), 0, []
+        total, wanted = 0, []
         for start in range(0, len(tids), _LIST_CHUNK):
-            for tid, fields, peers, seeded in await self._views(tids[start : start + _LIST_CHUNK]):
+            chunk = tids[start : start + _LIST_CHUNK]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for tid in chunk:
+                    pipe.hmget(schema.task_key(tid), _FILTER_FIELDS)
+                replies: list[list[str | None]] = await pipe.execute()
+            for tid, values in zip(chunk, replies, strict=True):
+                if values[0] is None:
+                    continue  # expired: the index outlives task hashes until a registration prunes it
+                fields = {name: value for name, value in zip(_FILTER_FIELDS, values, strict=True) if value is not None}
                 if not _matches(fields, status, url):
                     continue
                 if offset <= total < offset + limit:
-                    page.append(task_view(tid, fields, peers, seeded, now))
+                    wanted.append(tid)
                 total += 1
+        now = int(time.time() * 1000)
+        page = [task_view(tid, fields, peers, seeded, now) for tid, fields, peers, seeded in await self._views(wanted)]
         return TaskPage(total=total, offset=offset, limit=limit, tasks=page)
 
     async def get(self, tid: str) -> TaskView | None:

@@ -29,7 +29,7 @@ PIECE_ERROR_BODY = {"required": True, "content": {"application/json": {"schema":
 
 
 async def get_tasks(request: Request) -> TaskService:
-    return TaskService(request.app.state.redis, request.app.state.storage)
+    return TaskService(request.app.state.redis, request.app.state.storage, request.app.state.settings.task_ttl_seconds)
 
 
 Tasks = Annotated[TaskService, Depends(get_tasks)]
