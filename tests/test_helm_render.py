@@ -178,3 +178,12 @@ def test_notes_say_how_to_point_dfget_and_harbor_at_the_cluster() -> None:
     assert "Endpoint:  http://203.0.113.10:8002" in everything and "LoadBalancer address" in everything
     assert "NOT FOR PRODUCTION" not in everything and "no externalDatabase" not in everything
     assert "everything-case" not in everything  # no credential printed
+
+
+def test_notes_name_the_legacy_keys_that_have_no_effect() -> None:
+    notes = rendered("legacy.yaml")[0]["df-supernode/templates/NOTES.txt"]
+    line = next(x for x in notes.splitlines() if x.startswith("NOTE: keys of the legacy chart"))
+    for key in ("supernode.statefulSet", "supernode.persistence", "supernode.image", "supernode.configData.plugins",
+                "rbac", "serviceAccounts"):
+        assert key in line
+    assert "NOTE: keys of the legacy chart" not in rendered("everything.yaml")[0]["df-supernode/templates/NOTES.txt"]
