@@ -17,9 +17,10 @@ from redis.asyncio import Redis
 
 from app.core.config import Settings
 from app.core.jobs import CeleryJobs, InProcessJobs
-from app.observability import dfget
+from app.observability import dfget, shared
 from app.observability.workers import WorkerProbe
 from app.protocol.taskid import task_id
+from app.state import schema
 from tests.cluster import TEST_TOKEN
 from tests.live import live_supernode
 from tests.sources import SourceServer
@@ -176,3 +177,21 @@ async def test_seed_job_counts_are_cluster_wide_and_deletes_count_as_task_gc(set
 def test_free_text_labels_have_a_bounded_number_of_values() -> None:
     budget = dfget._Budget(3)
     assert [budget(v) for v in ("a", "b", "a", "c", "d", "e", "b")] == ["a", "b", "a", "c", "other", "other", "b"]
+
+
+async def test_dfgettasks_are_counted_by_their_own_or_their_tasks_call_system(redis: Redis) -> None:
+    """As register.lua writes them (one dfget task keeps its own callSystem, an older record has none),
+    plus a cid whose record expired: counted in Redis, one script call per task."""
+    tid = "e" * 64
+    await redis.hset(schema.task_key(tid), mapping={"cdnStatus": "SUCCESS", "callSystem": "first\x1fodd"})
+    await redis.sadd(schema.cids_key(tid), "a", "b", "c", "gone")
+    await redis.hset(schema.dt_key(tid, "a"), mapping={"status": "SUCCESS", "callSystem": "mine"})
+    await redis.hset(schema.dt_key(tid, "b"), mapping={"status": "RUNNING"})
+    await redis.hset(schema.dt_key(tid, "c"), mapping={"status": "RUNNING", "callSystem": ""})
+    await redis.zadd(schema.TASK_INDEX, {tid: 1, "f" * 64: 2})  # the second one's keys expired
+    await redis.hset(schema.PEERS, mapping={"p1": '{"IP":"10.0.0.1"}', "p2": '{"IP":"10.0.0.1"}', "p3": "{}"})
+    now = await shared.snapshot(redis, peer_label=False, task_series=0)
+    assert now.dfgettasks == {("mine", "SUCCESS"): 1, ("first\x1fodd", "RUNNING"): 2}
+    assert now.peers == {"": 3}
+    labelled = await shared.snapshot(redis, peer_label=True, task_series=0)
+    assert labelled.peers == {"10.0.0.1": 2, "": 1}

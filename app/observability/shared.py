@@ -50,6 +50,9 @@ class Snapshot:
 
 
 async def _peers(redis: aioredis.Redis, peer_label: bool) -> Counter[str]:
+    if not peer_label:  # one count, no record read
+        total: int = await redis.hlen(schema.PEERS)
+        return Counter({"": total})
     out: Counter[str] = Counter()
     cursor = 0
     while True:
@@ -60,31 +63,49 @@ async def _peers(redis: aioredis.Redis, peer_label: bool) -> Counter[str]:
                 ip = orjson.loads(record).get("IP", "")
             except (orjson.JSONDecodeError, AttributeError):
                 continue
-            out[ip if peer_label and isinstance(ip, str) else ""] += 1
+            out[ip if isinstance(ip, str) else ""] += 1
         if cursor == 0:
             return out
 
 
+# One task's dfget tasks counted by (callSystem, status) inside Redis: one call per task instead of a
+# command per dfget task (110,000 commands for 10,000 tasks of 10 peers took seconds of Python). A
+# dfget task's own callSystem, else the one its task was created with. Its keys share the task's hash
+# tag (ARGV[1] is the task's key prefix, as for every script of app/state/lua).
+_DFGETTASKS_LUA = """
+local cs = redis.call('HGET', ARGV[1] .. 'task', 'callSystem') or ''
+local sep = string.char(31)  -- splits callSystem from status (unit separator: not in either)
+local counts = {}
+for _, cid in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'cids')) do
+  local row = redis.call('HMGET', ARGV[1] .. 'dt:' .. cid, 'callSystem', 'status')
+  if row[2] then
+    local own = row[1]
+    if not own or own == '' then own = cs end
+    local key = own .. sep .. row[2]
+    counts[key] = (counts[key] or 0) + 1
+  end
+end
+local flat = {}
+for key, n in pairs(counts) do
+  flat[#flat + 1] = key
+  flat[#flat + 1] = n
+end
+return flat
+"""
+
+
 async def _dfgettasks(redis: aioredis.Redis, tids: list[str]) -> Counter[tuple[str, str]]:
-    """By (callSystem, status). A dfget task's own callSystem where its record has one, else the one
-    its task was created with (register.lua keeps it on the task)."""
     out: Counter[tuple[str, str]] = Counter()
+    script = redis.register_script(_DFGETTASKS_LUA)
     for start in range(0, len(tids), _CHUNK):
-        part = tids[start : start + _CHUNK]
         async with redis.pipeline(transaction=False) as pipe:
-            for tid in part:
-                pipe.smembers(schema.cids_key(tid))
-                pipe.hget(schema.task_key(tid), "callSystem")
-            replies: list[Any] = await pipe.execute()
-        pairs = [(tid, cid, replies[2 * i + 1] or "") for i, tid in enumerate(part) for cid in replies[2 * i]]
-        for first in range(0, len(pairs), _CHUNK):
-            chunk = pairs[first : first + _CHUNK]
-            async with redis.pipeline(transaction=False) as pipe:
-                for tid, cid, _ in chunk:
-                    pipe.hmget(schema.dt_key(tid, cid), "callSystem", "status")
-                rows: list[list[str | None]] = await pipe.execute()
-            out.update((own or task_call_system, status)
-                       for (_, _, task_call_system), (own, status) in zip(chunk, rows, strict=True) if status)
+            for tid in tids[start : start + _CHUNK]:
+                await script(keys=[schema.task_key(tid)], args=[schema.task_prefix(tid)], client=pipe)
+            replies: list[list[Any]] = await pipe.execute()
+        for flat in replies:
+            for i in range(0, len(flat), 2):
+                call_system, _, status = str(flat[i]).rpartition("\x1f")
+                out[(call_system, status)] += int(flat[i + 1])
     return out
 
 
