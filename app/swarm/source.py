@@ -42,12 +42,17 @@ class Served:
     started: float  # time.monotonic() when the first body byte was handed to the connection
     ended: float
     complete: bool
+    half_at: float = 0.0  # when half of the body had been handed over
 
     @property
-    def rate(self) -> float:
-        """Body bytes per second at this end (0 for an instant body)."""
-        spent = self.ended - self.started
-        return self.bytes / spent if spent > 0 else 0.0
+    def steady_rate(self) -> float:
+        """The rate the client read at, seen from this end: the second half of the body over its time.
+
+        The whole body's time would not do: the first megabytes vanish into the socket buffers at once,
+        and by the second half the buffers are full, so every write waits for the reader (0: too short).
+        """
+        spent = self.ended - self.half_at
+        return (self.bytes - self.bytes // 2) / spent if self.half_at and spent > 0 else 0.0
 
 
 @dataclass
@@ -83,7 +88,8 @@ class GeneratedSource:
                  advertise: str | None = None) -> None:
         self.host, self.port = host, port
         self.advertise = advertise or host  # the address put in URLs (the host's IP when bound to 0.0.0.0)
-        self.bucket = TokenBucket(rate) if rate else None
+        # A small burst (a few chunks), so that even a short body goes out at the rate, not ahead of it.
+        self.bucket = TokenBucket(rate, burst=4 * READ_CHUNK) if rate else None
         self.stats = SourceStats()
         self.files: dict[str, _File] = {}
         self._runner: web.AppRunner | None = None
@@ -152,9 +158,11 @@ class GeneratedSource:
     async def _body(self, request: web.Request, response: web.StreamResponse, body: memoryview, status: int) -> None:
         chunk = READ_CHUNK if self.bucket is not None else _FAST_CHUNK
         client = request.remote or ""
-        started, sent, complete = time.monotonic(), 0, False
+        started, sent, complete, half_at = time.monotonic(), 0, False, 0.0
         try:
             for offset in range(0, len(body), chunk):
+                if not half_at and sent >= len(body) // 2:
+                    half_at = time.monotonic()
                 piece = body[offset : offset + chunk]
                 if self.bucket is not None:
                     await self.bucket.take(len(piece))
@@ -166,7 +174,8 @@ class GeneratedSource:
         except ConnectionError:
             pass  # the client went away: what it got is still egress, recorded below as incomplete
         finally:
-            self.stats.served.append(Served(request.path, client, status, sent, started, time.monotonic(), complete))
+            self.stats.served.append(Served(request.path, client, status, sent, started, time.monotonic(), complete,
+                                            half_at))
             if complete:
                 if status == 200:
                     self.stats.full_gets += 1
