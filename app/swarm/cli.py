@@ -139,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.swarm.check import main as check_main
 
         return check_main(argv[1:])
+    if argv and argv[0] == "capacity":
+        from app.swarm.capacity import main as capacity_main
+
+        return capacity_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv[1:] if argv and argv[0] == "run" else argv)
     if args.peers < 1:
