@@ -120,10 +120,6 @@ def test_config_schema_names_every_setting() -> None:
         ({"config": {"peer_up_limit": 0}}, "/config/peer_up_limit"),
         ({"persistence": {"accessModes": ["ReadWriteOnce"]}}, "/persistence/accessModes"),
         ({"externalRedis": {"url": "redis://:pw@redis:6379/0"}}, "/externalRedis/url"),
-        (
-            {"externalRedis": {"sentinel": {"addrs": ["s1:26379"]}}},
-            "broker.url is required with externalRedis.sentinel",
-        ),
         ({"redis": {"enabled": False}}, "set externalRedis.url or externalRedis.sentinel.addrs"),
         ({"supernode": {"configData": {"base": {"failAccessInterval": "three minutes"}}}}, "is not a duration"),
         ({"supernode": {"configData": {"base": {"youngGCThreshold": "lots"}}}}, "is not a size"),
@@ -187,3 +183,17 @@ def test_notes_name_the_legacy_keys_that_have_no_effect() -> None:
                 "rbac", "serviceAccounts"):
         assert key in line
     assert "NOTE: keys of the legacy chart" not in rendered("everything.yaml")[0]["df-supernode/templates/NOTES.txt"]
+
+
+def test_the_default_broker_behind_sentinel_is_the_state_stores_form() -> None:
+    """With externalRedis.sentinel and no broker.url, the workers' broker goes through the same sentinels
+    and master name (tests/test_sentinel_broker.py shows a worker following a failover on that form)."""
+    values = {"externalRedis": {"sentinel": {"addrs": ["s1:26379", "s2:26379"], "masterName": "m1"}}}
+    env = {
+        (obj["metadata"]["name"], item["name"]): item.get("value")
+        for obj in manifests(render(values)) if obj["kind"] == "Deployment"
+        for container in obj["spec"]["template"]["spec"]["containers"]
+        for item in container.get("env", [])
+    }
+    brokers = {value for (_, name), value in env.items() if name == "DF_BROKER_URL"}
+    assert brokers == {"redis+sentinel://s1:26379,s2:26379/1?master=m1"}, env

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.bridge.peer_ip import parse_trusted
+from app.core import sentinel_url
 
 
 def _first_non_loopback_ipv4() -> str:
@@ -46,7 +47,7 @@ class Settings(BaseSettings):
 
     # --- backing services ------------------------------------------------------------------
     redis_url: str = Field("", description="redis://, rediss:// or redis+sentinel://; empty = embedded.")
-    redis_sentinel_master: str = Field("mymaster", description="Master name for redis+sentinel:// URLs.")
+    redis_sentinel_master: str = Field("mymaster", description="Master for redis+sentinel:// URLs without ?master=.")
     # Every in-flight request holds one connection for its script. redis-py's default pool fails at once
     # beyond 100; a swarm of a few hundred dfgets hitting one replica must queue instead.
     redis_max_connections: int = Field(512, ge=1, description="Redis connections per process, at most.")
@@ -61,7 +62,9 @@ class Settings(BaseSettings):
     redis_connect_timeout_seconds: float = Field(
         1.0, gt=0, description="How long opening a connection to Redis or to a sentinel may take."
     )
-    broker_url: str = Field("", description="Celery broker; empty = seed in-process.")
+    broker_url: str = Field(
+        "", description="Celery broker: redis://, rediss://, redis+sentinel:// (as DF_REDIS_URL); empty = in-process."
+    )
     database_url: str = Field("", description="Audit log database (SQLAlchemy async URL).")
     seed_dir: Path | None = Field(None, description="Shared seed cache directory (RWX volume in Kubernetes).")
     home: Path = Field(Path(".dfhome"), description="Data directory in embedded mode.")
@@ -216,6 +219,8 @@ class Settings(BaseSettings):
             self.advertise_ip = _first_non_loopback_ipv4()
         if self.seed_dir is None:
             self.seed_dir = self.home / "repo"
+        # The workers read the broker URL alone: it must carry the master name the replicas would use.
+        self.broker_url = sentinel_url.with_master(self.broker_url, self.redis_sentinel_master)
         return self
 
     @property

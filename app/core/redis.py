@@ -15,7 +15,6 @@ import contextlib
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
@@ -30,6 +29,7 @@ from redis.asyncio.sentinel import (
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.utils import str_if_bytes
 
+from app.core import sentinel_url
 from app.core.config import Settings
 
 _embedded_server: Any = None
@@ -103,21 +103,15 @@ def _embedded_redis(settings: Settings) -> aioredis.Redis:
 
 
 def _sentinel_redis(url: str, settings: Settings) -> aioredis.Redis:
-    """``redis+sentinel://[:password@]host1:26379,host2:26379/<db>?master=<name>``."""
-    parsed = urlparse(url)
-    hosts = []
-    for item in parsed.netloc.rsplit("@", 1)[-1].split(","):
-        host, _, port = item.partition(":")
-        hosts.append((host, int(port or 26379)))
-    query = parse_qs(parsed.query)
-    master = query.get("master", [settings.redis_sentinel_master])[0]
-    db = int(parsed.path.strip("/") or 0)
+    """``redis+sentinel://[:password@]host1:26379,host2:26379/<db>?master=<name>`` (app.core.sentinel_url)."""
+    address = sentinel_url.parse(url)
+    hosts, db, master = address.hosts, address.db, address.master or settings.redis_sentinel_master
     sentinel = _Sentinels(
         hosts,
         # The sentinel queries get the same deadlines and no retry of their own: a dead sentinel is
         # skipped for the next one at once (redis-py's default retry would back off for seconds on it).
         sentinel_kwargs={**_timeouts(settings), "retry": Retry(NoBackoff(), 0)},
-        password=parsed.password, db=db, decode_responses=True, retry=_blip_retry(),
+        password=address.password, db=db, decode_responses=True, retry=_blip_retry(),
         health_check_interval=_HEALTH_CHECK_SECONDS, **_timeouts(settings),
     )
     client: aioredis.Redis = sentinel.master_for(

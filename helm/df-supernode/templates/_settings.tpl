@@ -133,7 +133,9 @@
 {{- if .Values.broker.url -}}
 {{- .Values.broker.url -}}
 {{- else if .Values.externalRedis.sentinel.addrs -}}
-{{- fail "broker.url is required with externalRedis.sentinel: the Celery broker connection takes no Sentinel master name" -}}
+{{- /* The state store's Sentinel form; replicas and workers turn it into Kombu's (app.core.sentinel_url). */ -}}
+{{- $s := .Values.externalRedis.sentinel -}}
+{{- printf "redis+sentinel://%s%s/%v?master=%s" (include "df.redisAuth" .) (join "," $s.addrs) .Values.broker.brokerDB $s.masterName -}}
 {{- else -}}
 {{- $r := include "df.redisHostAndDb" . | fromJson -}}
 {{- printf "%s://%s%s/%v" $r.scheme (include "df.redisAuth" .) $r.host .Values.broker.brokerDB -}}
