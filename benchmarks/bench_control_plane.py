@@ -48,8 +48,8 @@ import httpx
 import redis
 
 from app.swarm import Dfget, DfgetResult, Uploader, loopback_ip, make_http_client, rotated
-from tests.cluster import Cluster
-from tests.sources import SourceProcess
+from app.swarm.cluster import LocalCluster as Cluster
+from app.swarm.source import SourceProcess
 
 T = TypeVar("T")
 MIB = 1024 * 1024

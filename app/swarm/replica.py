@@ -35,7 +35,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=1.0) as client:
         while time.monotonic() < deadline:
@@ -131,7 +131,7 @@ class LocalReplica:
             self.proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, stdout=handle,
                                          stderr=subprocess.STDOUT)
         try:
-            _wait(f"http://{self.node}/readyz", self.proc, self.log, 30.0)
+            wait_ready(f"http://{self.node}/readyz", self.proc, self.log, 30.0)
         except RuntimeError:
             self.__exit__(None, None, None)
             raise

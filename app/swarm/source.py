@@ -11,14 +11,21 @@ status, bytes, first/last byte times) so tests can measure rates at this end.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import hashlib
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+import httpx
 from aiohttp import web
 
 from app.swarm.ratelimit import READ_CHUNK, TokenBucket
@@ -111,6 +118,8 @@ class GeneratedSource:
 
     async def __aenter__(self) -> GeneratedSource:
         app = web.Application()
+        app.router.add_get("/_stats", self._get_stats)  # for a driver in another process (SourceProcess)
+        app.router.add_post("/_reset", self._post_reset)
         app.router.add_route("GET", "/{name:.+}", self._serve)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
@@ -127,6 +136,13 @@ class GeneratedSource:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _get_stats(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.stats.as_dict())
+
+    async def _post_reset(self, _request: web.Request) -> web.Response:
+        self.stats = SourceStats()
+        return web.json_response({})
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         self.stats.requests += 1
@@ -201,3 +217,68 @@ def _single_range(value: str, size: int) -> tuple[int, int] | str | None:
     if start >= size or end < start:
         return "416"
     return start, min(end, size - 1)
+
+
+class SourceProcess:
+    """``python -m app.swarm.source`` in a child process (so its CPU is not the caller's), driven over HTTP.
+
+    ``with SourceProcess({"f.bin": path}) as src: src.url("f.bin"); src.stats()["full_gets"]; src.reset()``
+    """
+
+    def __init__(self, files: dict[str, Path], rate: float | None = None) -> None:
+        self.files, self.rate = files, rate
+        self.base_url = ""
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> SourceProcess:
+        args = [sys.executable, "-m", "app.swarm.source", *(f"--file={n}={p}" for n, p in self.files.items())]
+        if self.rate:
+            args.append(f"--rate={self.rate}")
+        self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().strip()
+        if not line.startswith("READY "):
+            self.__exit__()
+            raise RuntimeError(f"source server did not start: {line!r}")
+        self.base_url = line.split()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url}/{name}"
+
+    def stats(self, _name: str | None = None) -> dict[str, Any]:
+        """The server's counters (one server per file set: they cover every file it serves)."""
+        counters: dict[str, Any] = httpx.get(f"{self.base_url}/_stats").json()
+        return counters
+
+    def reset(self) -> None:
+        httpx.post(f"{self.base_url}/_reset").raise_for_status()
+
+
+async def _serve_forever(args: argparse.Namespace) -> None:
+    source = GeneratedSource(args.host, args.port, rate=args.rate)
+    for spec in args.file:
+        name, _, path = spec.partition("=")
+        source.add(name, Path(path).read_bytes())  # noqa: ASYNC240 - before serving anything
+    async with source:
+        print(f"READY http://{source.advertise}:{source.port}", flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve files with counters (df-swarm's origin).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=None, help="total egress, bytes/s")
+    parser.add_argument("--file", action="append", default=[], metavar="NAME=PATH")
+    asyncio.run(_serve_forever(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
