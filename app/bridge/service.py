@@ -32,7 +32,8 @@ from app.protocol import wire
 from app.protocol.codes import Code, PullStatus
 from app.protocol.pieces import piece_num_of_range, piece_range, piece_size_for, provisional_piece_total
 from app.protocol.taskid import cdn_path, task_id
-from app.scheduler.core import CDN, Candidate, Limits, PieceView, Snapshot, schedule
+from app.scheduler.core import CDN, Limits, schedule
+from app.scheduler.snapshot import to_snapshot
 from app.state.store import Assignment, ClusterState, PeerRegistration, parse_assignments
 from app.tasks.refusals import record_refusal
 
@@ -356,28 +357,4 @@ class PeerBridge:
 
             await self._report(f"service down of {cid}", down)
         return wire.result(Code.PEER_DOWN_REPORTED)
-
-
-def to_snapshot(out: dict[str, Any]) -> Snapshot:
-    # cjson turns empty Lua tables into {}; treat them as empty lists.
-    pieces = [
-        PieceView(int(p[0]), p[1], int(p[2]), tuple(p[3]) if isinstance(p[3], list) else ())
-        for p in (out.get("pieces") or [])
-    ]
-    raw_candidates = out.get("candidates") or {}
-    candidates = {
-        cid: Candidate(int(c[0]), int(c[1]), int(c[2]), str(c[3]) if len(c) > 3 else "")
-        for cid, c in raw_candidates.items()
-    }
-    running = out.get("running") or []
-    black = out.get("black") or []
-    return Snapshot(
-        pieces=pieces,
-        running=[int(n) for n in running] if isinstance(running, list) else [],
-        candidates=candidates,
-        cdn_load=int(out.get("cdnLoad", 0)),
-        black=frozenset(black if isinstance(black, list) else []),
-        client_errors=int(out.get("errors", 0)),
-        requester_ip=str(out.get("ip", "")),
-    )
 
