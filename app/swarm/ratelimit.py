@@ -22,12 +22,14 @@ class TokenBucket:
     behind each other's debt and together never exceed ``burst + rate * elapsed``.
     """
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    def __init__(self, rate: float, burst: float | None = None, *, start_full: bool = True) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         self.rate = float(rate)
         self.burst = float(burst) if burst is not None else self.rate / 10
-        self._tokens = self.burst
+        # Empty at the start: a link does not begin with a burst (a bigger burst then only absorbs the
+        # late wake-ups of a busy event loop, which a capped refill would otherwise lose).
+        self._tokens = self.burst if start_full else 0.0
         self._stamp: float | None = None
 
     async def take(self, amount: int) -> None:

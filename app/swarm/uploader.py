@@ -26,6 +26,7 @@ from app.swarm.ratelimit import READ_CHUNK, TokenBucket
 from app.swarm.wire import service_down_query
 
 OCTET_STREAM = "application/octet-stream"
+_LIMITED_CHUNK = 4 * READ_CHUNK  # at most this many bytes are sent between two payments to an upload limit
 RANGE_NOT_SATISFIABLE = "range not satisfiable"
 _GO_INT = re.compile(r"[+-]?[0-9]+")
 
@@ -153,7 +154,7 @@ class Uploader:
     ) -> None:
         self.ip = ip
         # Upload bandwidth of this host (bytes/s over every piece it serves): the seed's testbed link.
-        self.bucket = TokenBucket(rate_limit) if rate_limit else None
+        self.bucket = TokenBucket(rate_limit, rate_limit / 4, start_full=False) if rate_limit else None
         self.version = version
         # Fallback for service/down of tasks whose /client/finish carried no superNode.
         self.supernode = supernode
@@ -303,17 +304,24 @@ class Uploader:
         response.content_length = piece.length + FRAME_OVERHEAD
         await response.prepare(request)
         await response.write(frame_header(piece.length, piece_size))
-        if piece.length and self.bucket is not None:
-            for offset in range(piece.offset, piece.offset + piece.length, READ_CHUNK):
-                size = min(READ_CHUNK, piece.offset + piece.length - offset)
-                await self.bucket.take(size)
-                await response.write(os.pread(piece.file.fileno(), size, offset))
-        elif piece.length:  # count=0 would mean "to the end of the file"
+        if piece.length:  # count=0 would mean "to the end of the file"
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("the client went away")
-            # asyncio flushes what is buffered on the transport before it hands the file to the kernel.
-            await asyncio.get_running_loop().sendfile(transport, piece.file, piece.offset, piece.length)
+            loop = asyncio.get_running_loop()
+            if self.bucket is None:
+                # asyncio flushes what is buffered on the transport before it hands the file to the kernel.
+                await loop.sendfile(transport, piece.file, piece.offset, piece.length)
+            else:
+                # Paid chunk by chunk, still by sendfile: a swarm of rate-limited peers must not spend the
+                # emulating host's CPU copying bytes through Python.
+                # A chunk over half the burst would lose the refill of any late wake-up (tokens are capped
+                # at the burst), and the uploads would run under their rate.
+                end, step = piece.offset + piece.length, max(min(_LIMITED_CHUNK, int(self.bucket.burst // 2)), 4096)
+                for offset in range(piece.offset, end, step):
+                    size = min(step, end - offset)
+                    await self.bucket.take(size)
+                    await loop.sendfile(transport, piece.file, offset, size)
         await response.write(TRAILER)
         await response.write_eof()
         return response
