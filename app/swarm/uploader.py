@@ -321,6 +321,8 @@ class Uploader:
                 for offset in range(piece.offset, end, step):
                     size = min(step, end - offset)
                     await self.bucket.take(size)
+                    if transport.is_closing():
+                        return response  # the downloader left (churn, a killed dfget): nothing to tell it
                     await loop.sendfile(transport, piece.file, offset, size)
         await response.write(TRAILER)
         await response.write_eof()
