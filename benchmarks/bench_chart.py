@@ -55,8 +55,8 @@ def write_table(rows: list[dict[str, Any]], args: argparse.Namespace, out: Path,
         f"one replica. (The seed: 100 Mb/s clients, a 1,000 Mb/s server, 200 clients.) Machine: {machine}.",
         "", "Command: `" + " ".join(["python -m benchmarks.bench_chart", *sys.argv[1:]]) + "`", "",
         "| clients | native mean (s) | native p99 (s) | P2P mean (s) | P2P p99 (s) | P2P origin reads | "
-        "P2P bytes from peers | all ok |",
-        "|---:|---:|---:|---:|---:|---:|---:|:--|",
+        "P2P back to source | P2P bytes from peers | emulator CPU (s) | replica CPU (s) | load | all ok |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--|",
     ]
     for n in sorted(by_n):
         native, p2p = by_n[n].get("native"), by_n[n].get("p2p")
@@ -70,8 +70,13 @@ def write_table(rows: list[dict[str, Any]], args: argparse.Namespace, out: Path,
             total = sum(p2p["bytes"][k] for k in ("peer", "seed", "source"))
             share = f"{100 * p2p['bytes']['peer'] / total:.0f} %" if total else "—"
         ok = all(r["ok"] for r in by_n[n].values())
+        back = "—" if p2p is None else str(p2p["counts"]["back_sourced"])
+        cpu = "—" if p2p is None or "emulator_cpu_s" not in p2p else f"{p2p['emulator_cpu_s']:.0f}"
+        rcpu = "—" if p2p is None or "replica_cpu_s" not in p2p else f"{p2p['replica_cpu_s']:.0f}"
+        load = "—" if p2p is None or "load1" not in p2p else f"{p2p['load1']:.1f}"
         lines.append(f"| {n} | {cell(native, 'mean_s')} | {cell(native, 'p99_s')} | {cell(p2p, 'mean_s')} | "
-                     f"{cell(p2p, 'p99_s')} | {reads} | {share} | {'yes' if ok else 'NO'} |")
+                     f"{cell(p2p, 'p99_s')} | {reads} | {back} | {share} | {cpu} | {rcpu} | {load} | "
+                     f"{'yes' if ok else 'NO'} |")
     (out / "CHART-RESULTS.md").write_text("\n".join(lines) + "\n")
 
 
@@ -115,9 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ) as replica:
             for n in (int(x) for x in args.clients.split(",")):
                 for mode in args.modes.split(","):
-                    started = time.monotonic()
+                    started, own, theirs = time.monotonic(), os.times(), replica.cpu()
                     report = asyncio.run(one_run(n, mode == "native", replica.node, args, work))
                     result = row(n, mode, report)
+                    after = os.times()
+                    # Where the time went: this process emulates every client; the replica is the supernode.
+                    result["emulator_cpu_s"] = round(after.user + after.system - own.user - own.system, 1)
+                    result["replica_cpu_s"] = round(replica.cpu() - theirs, 1)
+                    result["load1"] = round(os.getloadavg()[0], 2)
                     result["counts"]["source_full_gets"] = (report.source_stats or {}).get("full_gets")
                     rows.append(result)
                     print(f"N={n:4d} {mode:6s} mean {result['mean_s']:7.2f} s  p99 {result['p99_s']:7.2f} s  "
