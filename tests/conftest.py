@@ -77,8 +77,9 @@ async def pg_db() -> AsyncIterator[str]:
 # A long file collected late would leave one worker running it alone at the end, so the files that take
 # minutes go first; the others keep their order. In a plain serial run the order changes nothing.
 _LONGEST_FIRST = (
-    "test_ha_rolling.py", "test_image.py", "test_ha_redis.py", "test_seed_resume.py", "test_cluster.py",
-    "test_dashboard_browser.py", "test_redis_failover.py", "test_embedded.py", "test_availability.py",
+    "test_image.py", "test_ha_redis.py", "test_seed_resume.py", "test_cluster.py", "test_dashboard_browser.py",
+    "test_metrics_legacy.py", "test_redis_failover.py", "test_embedded.py", "test_ha_rolling.py",
+    "test_availability.py", "test_sentinel_broker.py", "test_audit.py",
 )
 
 

@@ -215,6 +215,7 @@ def check_completed(
     assert stats["full_gets"] == 1, (stats, report)  # the seed; nobody else went to the source
 
 
+@pytest.mark.solo
 @pytest.mark.timeout(TEST_TIMEOUT)
 async def test_rolling_sigkill_of_replicas_loses_no_download(
     vip: VipCluster, payload: tuple[Path, str], tmp_path: Path
@@ -230,6 +231,7 @@ async def test_rolling_sigkill_of_replicas_loses_no_download(
     assert vip.lb.counters()["df_api.redispatches"] > 0, report
 
 
+@pytest.mark.solo
 @pytest.mark.timeout(TEST_TIMEOUT)
 async def test_rolling_restart_by_sigterm_fails_no_request(
     vip: VipCluster, payload: tuple[Path, str], tmp_path: Path
