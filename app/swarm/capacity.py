@@ -1,8 +1,8 @@
 """``df-swarm capacity``: measure one replica on this host, then size a rollout (formula: sizing.py).
 
 Measured against a replica of its own (``python -m app`` on loopback, cluster mode against a private
-``redis-server``, seeding in-process), so CPU time (from /proc) and Redis memory (INFO memory) are that
-replica's alone, whatever else runs on the host:
+``redis-server``, seeding in-process), so CPU time (from /proc) and Redis memory (INFO memory,
+``used_memory_dataset``) are that replica's alone, whatever else runs on the host:
 
 1. control plane: swarms of emulated dfgets in control-plane mode (``instant_pieces``) on one seeded
    task, at rising concurrency; requests per replica CPU second at each step, and the p99 the peers saw.
@@ -43,8 +43,10 @@ FILE_SIZE = 64 << 20  # 16 pieces of 4 MiB: each control-plane peer sends a few 
 
 
 async def _used_memory(client: aioredis.Redis) -> int:
+    """The keys' share of INFO memory (``used_memory_dataset``): without client buffers and server overhead,
+    which swing by megabytes as a swarm's connections come and go."""
     info = await client.info("memory")
-    return int(info["used_memory"])
+    return int(info["used_memory_dataset"])
 
 
 async def _swarm(node: str, url: str, peers: int, **extra: Any) -> SwarmReport:
@@ -77,23 +79,33 @@ async def control_plane(replica: LocalReplica, url: str, steps: Sequence[int], t
     return best
 
 
+async def _settled_memory(client: aioredis.Redis) -> int:
+    """``used_memory_dataset`` once it stops moving (reports and service/down still land after a swarm)."""
+    last = await _used_memory(client)
+    for _ in range(20):
+        await asyncio.sleep(0.5)
+        now = await _used_memory(client)
+        if abs(now - last) <= max(last // 200, 4096):
+            return now
+        last = now
+    return last
+
+
 async def redis_state(replica: LocalReplica, redis_url: str, source: GeneratedSource, url: str,
                       peers: int, tasks: int) -> dict[str, float]:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        before = await _used_memory(client)
-        await _swarm(replica.node, url, peers)
-        after_peers = await _used_memory(client)
-        per_peer = (after_peers - before) / peers
-        urls = [source.add(f"task-{i}.bin", 1 << 20, seed=100 + i) for i in range(tasks)]
-        for task_url in urls:
-            await _swarm(replica.node, task_url, 1)
-        # A task is never without a peer: this is a new task with its first peer (one piece), so the
+        # Tasks first: a new task with its first peer (one piece). A task is never without a peer, so the
         # sizing's per-task term over-counts by one small peer, on the safe side.
-        per_task = (await _used_memory(client) - after_peers) / tasks
+        before = await _settled_memory(client)
+        for i in range(tasks):
+            await _swarm(replica.node, source.add(f"task-{i}.bin", 1 << 20, seed=100 + i), 1)
+        after_tasks = await _settled_memory(client)
+        await _swarm(replica.node, url, peers)  # more peers on the seeded 17-piece task
+        per_peer = (await _settled_memory(client) - after_tasks) / peers
     finally:
         await client.aclose()
-    return {"redis_bytes_per_peer": round(per_peer), "redis_bytes_per_task": round(per_task),
+    return {"redis_bytes_per_peer": round(per_peer), "redis_bytes_per_task": round((after_tasks - before) / tasks),
             "measured_pieces": piece_count(FILE_SIZE, piece_size_for(FILE_SIZE))}
 
 
@@ -137,7 +149,8 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         with LocalReplica(work / "replica", redis.url) as replica:
             async with GeneratedSource() as source:
                 url = source.add("capacity.bin", FILE_SIZE, seed=3)
-                warm = await _swarm(replica.node, url, 1)  # seeds the task: the steps measure scheduling only
+                # Seeds the task, loads the Lua scripts, fills the pools: the steps measure scheduling only.
+                warm = await _swarm(replica.node, url, steps[0])
                 task_id = warm.peers[0].task_id
                 steps_log: list[dict[str, Any]] = []
                 print("measuring one replica on this host ...", file=sys.stderr, flush=True)
@@ -162,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--peak", type=float, default=2.0, help="busiest second ÷ the window's average (default 2)")
     parser.add_argument("--cores-per-replica", type=float, default=1.0)
     parser.add_argument("--target-p99", type=float, default=200.0, help="control-plane p99 target, ms (default 200)")
-    parser.add_argument("--steps", default="10,25,50,100", help="control-plane concurrency steps")
+    parser.add_argument("--steps", default="5,10,25,50,100", help="control-plane concurrency steps")
     parser.add_argument("--state-peers", type=int, default=100, help="peers added for the per-peer Redis delta")
     parser.add_argument("--state-tasks", type=int, default=20, help="tasks added for the per-task Redis delta")
     parser.add_argument("--piece-bytes", type=byte_size, default=1 << 30, help="bytes fetched from the piece port")
@@ -179,7 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         measured = json.loads(args.constants.read_text())
     else:
         with tempfile.TemporaryDirectory(prefix="df-capacity-") as tmp:
-            measured = asyncio.run(measure(args, Path(tmp)))
+            try:
+                measured = asyncio.run(measure(args, Path(tmp)))
+            except RuntimeError as exc:  # a measurement that cannot be made says why, without a traceback
+                print(f"df-swarm capacity: {exc}", file=sys.stderr)
+                return 1
     constants = Constants.of(measured["constants"])
     rollout = Rollout(args.hosts, args.image_size, args.window, args.layers, args.peak, args.cores_per_replica)
     sizing = size(constants, rollout)
