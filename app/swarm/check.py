@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from app.swarm.ratelimit import DFGET_1_0_DEFAULT_RATE
 from app.swarm.report import SwarmReport
 from app.swarm.runner import RunOptions, run
 
@@ -110,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.peers < 2:
         parser.error("--peers must be at least 2: P2P needs someone to share with")
     options: RunOptions = options_from(args)
+    if options.down_rate is None:
+        # What a real dfget 1.0.x reads at unless told otherwise: with unlimited emulated readers on a fast
+        # network the seed cache could answer every piece before any peer had one to share.
+        options.down_rate = DFGET_1_0_DEFAULT_RATE
     report = asyncio.run(run(options))
     verdict = diagnose(report)
     print(verdict.screen(report))
