@@ -33,11 +33,12 @@ import redis
 
 from app.state import schema
 from app.swarm import Swarm
+from app.swarm.cluster import LocalCluster
+from app.swarm.source import SourceProcess
 from benchmarks.bench_control_plane import MIB, leased_dbs, ms, percentile, proc_cpu, redis_pid
-from tests.cluster import TEST_TOKEN, Cluster
-from tests.sources import SourceProcess
 
-AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
+TOKEN = "bench-dashboard-token-0123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 POLL_SECONDS = 2.0
 RESULTS = Path(__file__).with_name("DASHBOARD-RESULTS.json")
 
@@ -131,7 +132,7 @@ async def phase(args: argparse.Namespace, base: str, admin: redis.Redis, pids: t
 async def bench(args: argparse.Namespace, workdir: Path, state_url: str) -> dict[str, Any]:
     admin = redis.Redis.from_url(state_url)
     fill_tasks(admin, args.tasks)
-    cluster = Cluster(workdir, state_url, None)
+    cluster = LocalCluster(workdir, state_url, None, token=TOKEN)
     blob = workdir / "big.bin"
     blob.write_bytes(os.urandom(args.size_mib * MIB))
     source = SourceProcess({"big.bin": blob}).__enter__()
