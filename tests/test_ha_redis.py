@@ -213,6 +213,9 @@ async def test_redis_restart_with_aof_mid_swarm(tmp_path: Path, broker_url: str,
     check_outcome(outcome, payload[1])
 
 
+# Solo (run alone by make test): STALL_LIMIT bounds how fast the cluster resumes after the outage, and
+# the other pytest-xdist worker's load on this 2-core machine stretched that past it (10.5 s, seen once).
+@pytest.mark.solo
 async def test_redis_unreachable_for_ten_seconds(tmp_path: Path, broker_url: str, payload: tuple[Path, str]) -> None:
     server = RedisServer(tmp_path / "redis", aof=True).start()
 
