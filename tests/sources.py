@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import socket
 import subprocess
 import sys
 import time
@@ -52,6 +51,7 @@ from typing import Any
 
 from aiohttp import web
 
+from app.swarm.site import serve
 from tests import probe
 
 _CHUNK = 256 * 1024
@@ -188,13 +188,7 @@ class SourceServer:
         app.router.add_post("/_blobs/{name:.+}", self._post_blob)
         app.router.add_route("*", "/{name:.*}", self._serve)
         # Do not wait for slow-start handlers at shutdown; tests end with requests still parked.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await serve(app, self.host, self.port, shutdown_timeout=0.1)
         return self
 
     async def __aexit__(

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import hashlib
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import httpx
 from aiohttp import web
 
 from app.swarm.ratelimit import READ_CHUNK, TokenBucket
+from app.swarm.site import serve
 
 _FAST_CHUNK = 1 << 20
 
@@ -121,13 +121,7 @@ class GeneratedSource:
         app.router.add_get("/_stats", self._get_stats)  # for a driver in another process (SourceProcess)
         app.router.add_post("/_reset", self._post_reset)
         app.router.add_route("GET", "/{name:.+}", self._serve)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await serve(app, self.host, self.port, shutdown_timeout=0.1)
         return self
 
     async def __aexit__(

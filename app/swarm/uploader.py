@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from aiohttp import web
 from app.protocol.pieces import FRAME_OVERHEAD, TRAILER, frame_header
 from app.swarm.api import ExchangeLog, SupernodeApi, tls_context
 from app.swarm.ratelimit import READ_CHUNK, TokenBucket
+from app.swarm.site import serve
 from app.swarm.wire import service_down_query
 
 OCTET_STREAM = "application/octet-stream"
@@ -183,16 +183,7 @@ class Uploader:
         app.router.add_get("/check/{name:.*}", self._check, allow_head=False)
         app.router.add_get("/client/finish", self._finish, allow_head=False)
         app.router.add_get("/server/ping", self._ping, allow_head=False)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        # Bind the socket ourselves so the ephemeral port is known without private aiohttp attributes.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.ip, self._requested_port))
-        sock.listen(512)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await serve(app, self.ip, self._requested_port, shutdown_timeout=1.0)
         if self._http is None:
             self._http = httpx.AsyncClient(verify=tls_context())
             self._own_http = True
