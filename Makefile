@@ -30,8 +30,8 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed
 	bash tests/ensure_services.sh
 	$(MAKE) lint
-	@# Two runs, both always: the suite in $(TEST_WORKERS) workers, then the `solo` tests (CPU-bound swarms whose
-	@# figures the other worker's load would distort) on an otherwise quiet machine. Red if either is red.
+	@# Two runs, both always: the suite in $(TEST_WORKERS) workers, then the `solo` tests (CPU-bound swarms, and a
+	@# bound on recovery time, that the other worker's load would distort) on a quiet machine. Red if either is red.
 	rc=0; \
 	$(BIN)/pytest -q -ra --durations=20 -m "not solo" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder || rc=$$?; \
 	$(BIN)/pytest -q -ra --durations=5 -m solo || rc=$$?; \
