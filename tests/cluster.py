@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from app.swarm.cluster import wait_worker_ready, worker_command
 from tests import probe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -193,17 +194,9 @@ class Cluster:
     def start_worker(self) -> Proc:
         index = len(self.workers)
         log = self.workdir / f"worker{index}.log"
-        command = [
-            sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "-Q", "df-seed", "--concurrency", "2",
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"w{index}@%h",
-        ]
-        worker = Proc(f"worker{index}", _spawn(command, self.env(), log), log)
+        worker = Proc(f"worker{index}", _spawn(worker_command(index), self.env(), log), log)
         self.workers.append(worker)
-        deadline = time.monotonic() + 30
-        while "ready." not in worker.tail(200):
-            if worker.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{worker.name} did not start:\n{worker.tail()}")
-            time.sleep(0.2)
+        wait_worker_ready(worker.name, worker.popen, worker.tail)
         return worker
 
     def stop(self) -> None:

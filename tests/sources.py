@@ -52,6 +52,7 @@ from typing import Any
 from aiohttp import web
 
 from app.swarm.site import serve
+from app.swarm.source import single_range
 from tests import probe
 
 _CHUNK = 256 * 1024
@@ -116,26 +117,6 @@ def closed_port() -> int:
     from tests.cluster import free_port
 
     return free_port()
-
-
-def _parse_range(value: str, size: int) -> tuple[int, int] | str | None:
-    """Single ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n``; None: ignore the header; "416": unsatisfiable."""
-    unit, _, spec = value.partition("=")
-    if unit.strip() != "bytes" or "," in spec:
-        return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        return None
-    try:
-        if not first:
-            start, end = max(size - int(last), 0), size - 1
-        else:
-            start, end = int(first), (int(last) if last else size - 1)
-    except ValueError:
-        return None
-    if start >= size or end < start:
-        return "416"
-    return start, min(end, size - 1)
 
 
 def _not_modified(request: web.Request, etag: str, mtime: float) -> bool:
@@ -231,7 +212,7 @@ class SourceServer:
         wanted = request.headers.get("Range")
         if_range = request.headers.get("If-Range")
         if wanted and blob.ranges and (if_range is None or if_range in (etag, headers.get("Last-Modified"))):
-            parsed = _parse_range(wanted, len(data))
+            parsed = single_range(wanted, len(data))
             if parsed == "416":
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
             if isinstance(parsed, tuple):

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,15 +71,9 @@ class LocalCluster:
     def start_worker(self) -> Proc:
         index = len(self.workers)
         log = self.workdir / f"worker{index}.log"
-        command = [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "-Q", "df-seed", "--concurrency",
-                   "2", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"w{index}@%h"]
-        worker = Proc(f"worker{index}", _spawn(command, self.env(), log), log)
+        worker = Proc(f"worker{index}", _spawn(worker_command(index), self.env(), log), log)
         self.workers.append(worker)
-        deadline = time.monotonic() + 30
-        while "ready." not in worker.tail(200):
-            if worker.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{worker.name} did not start:\n{worker.tail()}")
-            time.sleep(0.2)
+        wait_worker_ready(worker.name, worker.popen, worker.tail)
         return worker
 
     def stop(self) -> None:
@@ -95,6 +90,23 @@ class LocalCluster:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.tail()}" for p in [*self.replicas, *self.workers])
+
+
+def worker_command(index: int) -> list[str]:
+    """A seed worker as a deployment runs it: the df-seed queue, two jobs at a time."""
+    return [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "-Q", "df-seed", "--concurrency", "2",
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"w{index}@%h"]
+
+
+def wait_worker_ready(
+    name: str, popen: subprocess.Popen[bytes], tail: Callable[[int], str], timeout: float = 30.0
+) -> None:
+    """Until Celery logs "ready." (its consumer is up); RuntimeError with the log tail if it exits or lags."""
+    deadline = time.monotonic() + timeout
+    while "ready." not in tail(200):
+        if popen.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start:\n{tail(40)}")
+        time.sleep(0.2)
 
 
 def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -151,7 +151,7 @@ class GeneratedSource:
             return web.Response(status=304, headers=headers)
         first, last = 0, len(found.data) - 1
         status = 200
-        wanted = _single_range(request.headers.get("Range", ""), len(found.data))
+        wanted = single_range(request.headers.get("Range", ""), len(found.data))
         if wanted == "416":
             self.stats.statuses[416] += 1
             return web.Response(status=416, headers={"Content-Range": f"bytes */{len(found.data)}"})
@@ -193,7 +193,7 @@ class GeneratedSource:
                     self.stats.range_gets += 1
 
 
-def _single_range(value: str, size: int) -> tuple[int, int] | str | None:
+def single_range(value: str, size: int) -> tuple[int, int] | str | None:
     """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n``; None: serve the whole file; "416": unsatisfiable."""
     unit, _, spec = value.partition("=")
     if unit.strip() != "bytes" or "," in spec:
