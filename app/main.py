@@ -12,11 +12,13 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from app.api import metrics
 from app.api.allowlist import DfgetAllowlistMiddleware, parse_networks
 from app.api.auth import ensure_api_protected
 from app.api.errors import install_error_handlers
+from app.api.fastpath import DfgetFastPath
 from app.api.limits import BodyLimitMiddleware, guarded_protocol
 from app.api.middleware import UnhandledErrorMiddleware, VersionPrefixMiddleware
 from app.api.requestid import RequestIdMiddleware
@@ -135,6 +137,15 @@ def create_app(settings: Settings | None = None, readiness: Readiness | None = N
     return app
 
 
+def front(app: FastAPI, settings: Settings) -> ASGIApp:
+    """What a server listens with: ``app`` behind the body limits and the dfget fast path."""
+    fast = DfgetFastPath(
+        app, app.state, parse_networks(settings.dfget_allowlist), settings.metrics_peer_label,
+        settings.log_format == "json",
+    )
+    return BodyLimitMiddleware(fast, settings.max_peer_body_bytes, settings.max_rest_body_bytes)
+
+
 class _DrainingServer(uvicorn.Server):
     """uvicorn with a drain in front of its shutdown.
 
@@ -191,8 +202,7 @@ async def serve(settings: Settings) -> None:
     # client is about to reuse. Headers get DF_HEADER_TIMEOUT_SECONDS from their first byte (dfget
     # writes a request in one go), so a slow trickle cannot hold a connection (see app/api/limits.py).
     config = uvicorn.Config(
-        BodyLimitMiddleware(app, settings.max_peer_body_bytes, settings.max_rest_body_bytes),
-        host=settings.listen, port=settings.port, log_level="info", access_log=False,
+        front(app, settings), host=settings.listen, port=settings.port, log_level="info", access_log=False,
         log_config=logjson.uvicorn_log_config(settings.log_format),
         http=guarded_protocol(settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds),
         timeout_keep_alive=int(settings.keepalive_timeout_seconds),

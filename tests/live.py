@@ -12,7 +12,7 @@ import uvicorn
 from app.cdn.storage import LocalSeedStorage
 from app.core.config import Settings
 from app.download.server import start_download_server
-from app.main import create_app
+from app.main import create_app, front
 from tests.cluster import free_port
 
 
@@ -37,7 +37,7 @@ class Live:
 async def live_supernode(settings: Settings) -> AsyncIterator[Live]:
     settings = settings.model_copy(update={"port": free_port(), "download_port": free_port()})
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
+        uvicorn.Config(front(create_app(settings), settings), host="127.0.0.1", port=settings.port, log_level="warning")
     )
     runner = await start_download_server(LocalSeedStorage(settings.seed_path), "127.0.0.1", settings.download_port)
     serving = asyncio.create_task(server.serve())

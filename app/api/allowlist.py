@@ -40,6 +40,10 @@ def allowed(host: str, networks: list[Network]) -> bool:
     return any(address in network for network in networks)
 
 
+def refusal(host: str) -> bytes:
+    return orjson.dumps(error_body(403, f"client {host} is not allowed to use the dfget API"))
+
+
 class DfgetAllowlistMiddleware:
     def __init__(self, app: ASGIApp, networks: list[Network]) -> None:
         self.app = app
@@ -50,7 +54,7 @@ class DfgetAllowlistMiddleware:
             client = scope.get("client")
             host = client[0] if client else ""
             if not allowed(host, self.networks):
-                body = orjson.dumps(error_body(403, f"client {host} is not allowed to use the dfget API"))
+                body = refusal(host)
                 await send({"type": "http.response.start", "status": 403, "headers": [
                     (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})

@@ -23,6 +23,8 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.api.middleware import without_version
+
 log = logging.getLogger("app.api.limits")
 
 # dfget's routes: their refusal is an HTTP 200 with a result code, as for any bad input (PROTOCOL
@@ -50,7 +52,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        is_peer = _route_path(path) in PEER_BODY_ROUTES or _route_path(path).startswith("/peer/")
+        is_peer = without_version(path) in PEER_BODY_ROUTES or without_version(path).startswith("/peer/")
         limit = self.peer_limit if is_peer else self.rest_limit
         declared = _content_length(scope)
         if declared is not None and declared > limit:
@@ -77,15 +79,6 @@ class BodyLimitMiddleware:
                 await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
-
-
-def _route_path(path: str) -> str:
-    # Routes are also served under /v<version> (VersionPrefixMiddleware runs after this one).
-    if path.startswith("/v") and "/" in path[1:]:
-        head, _, rest = path[1:].partition("/")
-        if head[1:].replace(".", "").isdigit():
-            return "/" + rest
-    return path
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -55,17 +55,29 @@ def _content_length(value: str | None) -> int:
     return int(value) if value and value.isdigit() else 0
 
 
+def record_request(
+    handler: str, status: str, seconds: float, request_bytes: int, response_bytes: int, trips: int | None
+) -> None:
+    """One answered request, as the Go supernode's HTTP middleware counted it (``handler`` = the route
+    template). Shared by the instrumentator's callback and the dfget fast path (app.api.fastpath)."""
+    requests_total.labels(status, handler).inc()
+    request_duration.labels(handler).observe(seconds)
+    request_size.labels(handler).observe(request_bytes)
+    response_size.labels(handler).observe(response_bytes)
+    if trips is not None:
+        redis_round_trips.labels(handler).observe(trips)
+
+
 def recorder(peer_label: bool) -> Callable[[Info], None]:
     def record(info: Info) -> None:
         handler = info.modified_handler
-        requests_total.labels(info.modified_status, handler).inc()
-        request_duration.labels(handler).observe(info.modified_duration)
-        request_size.labels(handler).observe(_content_length(info.request.headers.get("content-length")))
         sent = info.response.headers.get("content-length") if info.response is not None else None
-        response_size.labels(handler).observe(_content_length(sent))
         trips = roundtrips.current()
-        if trips is not None:
-            redis_round_trips.labels(handler).observe(trips.count)
+        record_request(
+            handler, info.modified_status, info.modified_duration,
+            _content_length(info.request.headers.get("content-length")), _content_length(sent),
+            None if trips is None else trips.count,
+        )
         if handler in dfget.QUERY_HANDLERS:
             dfget.record_query(handler, info.request.query_params, info.modified_duration, peer_label)
 

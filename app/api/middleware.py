@@ -17,6 +17,12 @@ log = logging.getLogger("app.api")
 _VERSION_PREFIX = re.compile(r"^/v[0-9.]+(/.*)$")
 
 
+def without_version(path: str) -> str:
+    """``/v1.0/peer/task`` -> ``/peer/task``; any other path as it is."""
+    match = _VERSION_PREFIX.match(path)
+    return match.group(1) if match else path
+
+
 class VersionPrefixMiddleware:
     """Every route is also served under ``/v<version>`` (e.g. ``/v1.0/peer/registry``), as in Go."""
 

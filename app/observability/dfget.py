@@ -24,7 +24,7 @@ from app.protocol.wire import FIELD_CAPS, is_ipv4, lower_keys
 log = logging.getLogger("app.observability.dfget")
 
 CDN_CID_PREFIX = "cdnnode:"  # dstCid of a piece fetched from the seed cache (PROTOCOL samples 04)
-_REPORT, _REGISTRY = "/task/metrics", "/peer/registry"
+REPORT, REGISTRY = "/task/metrics", "/peer/registry"
 QUERY_HANDLERS = frozenset({"/peer/task", "/peer/piece/suc"})
 _ANSWER_BYTES = 256  # enough for {"code":...}: the code comes first in every registration answer
 # callSystem and backsourceReason are free text from any client on the dfget allowlist: past this many
@@ -163,7 +163,7 @@ class ObserverMiddleware:
             return
         trips = roundtrips.start()
         path = scope["path"]
-        if scope["method"] != "POST" or path not in (_REPORT, _REGISTRY):
+        if scope["method"] != "POST" or path not in (REPORT, REGISTRY):
             try:
                 await self.app(scope, receive, send)
             finally:
@@ -193,7 +193,7 @@ class ObserverMiddleware:
         if not complete[0]:
             return
         try:
-            if path == _REPORT:
+            if path == REPORT:
                 record_report(bytes(body), self.peer_label)
             else:
                 record_registration(bytes(body), bytes(answer))

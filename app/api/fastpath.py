@@ -1,0 +1,140 @@
+"""The dfget fast path: dfget's six routes answered in front of FastAPI.
+
+Every piece a dfget downloads costs a pull and a success report, so these requests are nearly all the
+API traffic of a swarm. Through the full stack each one paid for FastAPI's and Starlette's
+middlewares, exception wrappers, request objects and routing (about a fifth of a replica's CPU in a
+profile of benchmarks/bench_control_plane.py). Here a request whose path and method are a dfget route
+is parsed from the ASGI scope and answered directly; everything else goes on to the app untouched.
+
+What the stack did for these routes is done here too, in the same order: the ``/v<version>`` prefix,
+the request id of JSON logs, the dfget allowlist (403), the Redis round-trip count, the legacy HTTP
+metrics and dfget counters (app.api.metrics, app.observability.dfget), and the error mapping of
+app.api.routes.peer. Body limits stay with app.api.limits.BodyLimitMiddleware, in front of this.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.api import metrics
+from app.api.allowlist import Network, allowed, refusal
+from app.api.middleware import without_version
+from app.api.requestid import choose_id
+from app.api.routes.peer import ROUTES, DfgetRoute, PeerCall, answer, disconnected
+from app.bridge.peer_ip import PeerAddress
+from app.bridge.service import PeerBridge
+from app.core.logjson import request_id
+from app.observability import dfget, roundtrips
+
+log = logging.getLogger("app.api.fastpath")
+
+_JSON = (b"content-type", b"application/json")
+
+
+class DfgetFastPath:
+    def __init__(self, app: ASGIApp, state: Any, networks: list[Network], peer_label: bool, request_ids: bool) -> None:
+        self.app = app
+        self.state = state  # the app's ``app.state``: the bridge exists once the lifespan started
+        self.networks = networks
+        self.peer_label = peer_label
+        self.request_ids = request_ids
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = without_version(scope["path"])
+            route = ROUTES.get(path)
+            bridge = getattr(self.state, "bridge", None)
+            if route is not None and route.method == scope["method"] and bridge is not None:
+                await self._serve(path, route, bridge, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _serve(
+        self, path: str, route: DfgetRoute, bridge: PeerBridge, scope: Scope,
+        receive: Receive, send: Send,
+    ) -> None:
+        started = time.perf_counter()
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        token = None
+        rid = b""
+        if self.request_ids:
+            rid_text = choose_id(next((v.decode("latin-1") for k, v in headers if k == b"x-request-id"), None))
+            token = request_id.set(rid_text)
+            rid = rid_text.encode()
+        trips = roundtrips.start()
+        try:
+            client = scope.get("client")
+            host = client[0] if client else ""
+            body = b""
+            query: dict[str, str] = {}
+            if self.networks and not allowed(host, self.networks):
+                status, reply = 403, refusal(host)
+            else:
+                status = 200
+                complete = True
+                if route.reads_body:
+                    body, complete = await _read_body(receive)
+                if not complete:
+                    log.info("%s: client went away before its request was read", path)
+                    body, reply = b"", disconnected()
+                else:
+                    query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+                    call = PeerCall(
+                        query, body,
+                        _header(headers, b"content-type"),
+                        PeerAddress(host, tuple(v.decode("latin-1") for k, v in headers if k == b"x-forwarded-for")),
+                    )
+                    reply = await answer(path, route, bridge, call)
+            out = [(b"content-length", str(len(reply)).encode()), _JSON]
+            if rid:
+                out.append((b"x-request-id", rid))
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            await send({"type": "http.response.body", "body": reply})
+        finally:
+            count = roundtrips.finish(trips)
+            if token is not None:
+                request_id.reset(token)
+        seconds = time.perf_counter() - started
+        try:
+            self._count(path, status, seconds, headers, query, body, reply, count)
+        except Exception:  # the answer is sent already: a counting bug must not surface as an error
+            log.warning("could not count a %s request", path, exc_info=True)
+
+    def _count(
+        self, path: str, status: int, seconds: float, headers: list[tuple[bytes, bytes]], query: dict[str, str],
+        body: bytes, reply: bytes, trips: int,
+    ) -> None:
+        length = _header(headers, b"content-length")
+        metrics.record_request(path, str(status), seconds, int(length) if length.isdigit() else 0, len(reply), trips)
+        if status != 200:
+            return
+        if path in dfget.QUERY_HANDLERS:
+            dfget.record_query(path, query, seconds, self.peer_label)
+        elif path == dfget.REPORT and body:
+            dfget.record_report(body, self.peer_label)
+        elif path == dfget.REGISTRY and body:
+            dfget.record_registration(body, reply)
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The whole body, and whether it all arrived (False: the client disconnected first)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
