@@ -139,24 +139,24 @@ async def _states(redis: aioredis.Redis, tids: list[str]) -> tuple[set[str], set
     return live, pinned
 
 
-# Whether the last pass ended still below the full threshold: said once when it starts and once when
-# it ends, not every round (one process runs one loop).
-_short = False
+# Seed caches whose last pass ended still at or below the full threshold: said once when that starts
+# and once when it ends, not every round.
+_short: set[str] = set()
 
 
-def _report_pressure(free: int, limits: Thresholds, chosen: Plan, live: int) -> None:
-    global _short
-    short = free <= limits.full_free
-    if short and not _short:
+def _report_pressure(base: str, free: int, limits: Thresholds, chosen: Plan, live: int) -> None:
+    short, was_short = free <= limits.full_free, base in _short
+    if short and not was_short:
+        _short.add(base)
         kept = sum(t.size for t in chosen.spared_pinned)
         log.warning(
             "disk GC: still only %d MiB free (full GC threshold %d MiB) after deleting every idle seed it may: "
             "%d seeds have task state, %d pinned seeds (%d MiB) are kept until their pin expires",
             free >> 20, limits.full_free >> 20, live, len(chosen.spared_pinned), kept >> 20,
         )
-    elif _short and not short:
+    elif was_short and not short:
+        _short.discard(base)
         log.info("disk GC: %d MiB free again, above the full GC threshold", free >> 20)
-    _short = short
 
 
 async def collect_once(redis: aioredis.Redis, storage: LocalSeedStorage, settings: Settings, now_ms: int) -> list[str]:
@@ -180,7 +180,7 @@ async def collect_once(redis: aioredis.Redis, storage: LocalSeedStorage, setting
         log.info("disk GC (%s): %d MiB free, deleted %d idle seed files (%d MiB); %d pinned kept",
                  chosen.reason, usage.free >> 20, len(deleted), sum(t.size for t in deleted) >> 20,
                  len(chosen.spared_pinned))
-    _report_pressure(free_after, limits, chosen, len(live))
+    _report_pressure(os.fspath(storage.base), free_after, limits, chosen, len(live))
     if chosen.reason:
         diskgc.evicted_files.labels(chosen.reason).inc(len(deleted))
         diskgc.evicted_bytes.labels(chosen.reason).inc(sum(t.size for t in deleted))
