@@ -125,8 +125,9 @@ def scan(storage: LocalSeedStorage, now_ms: int) -> list[CachedTask]:
 
 
 async def _states(redis: aioredis.Redis, tids: list[str]) -> tuple[set[str], set[str]]:
-    """(tasks with state in Redis, pinned tasks) among ``tids``: one pipeline. Not a transaction: a
-    task that registers right after it was read as idle loses a file it re-seeds, as with the Go GC."""
+    """(tasks with state in Redis, pinned tasks) among ``tids``: one pipeline. Not atomic with the
+    deletes that follow: a task registered or pinned in between (milliseconds) can still lose its file,
+    the window this GC has always had."""
     if not tids:
         return set(), set()
     async with redis.pipeline(transaction=False) as pipe:
