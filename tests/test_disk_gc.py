@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from app.cdn.gc import CachedTask, collect_once, select_victims
+from app.cdn.gc import CachedTask, Thresholds, collect_once, plan, select_victims, thresholds
 from app.cdn.storage import LocalSeedStorage
 from app.core.config import Settings
 from app.state import schema
@@ -32,6 +33,35 @@ def test_young_gc_takes_the_longest_idle_share_and_spares_live_tasks() -> None:
 def test_full_gc_takes_every_task_without_state() -> None:
     cached = [CachedTask("a", 1, 1), CachedTask("b", 2, 1), CachedTask("live", 3, 1)]
     assert select_victims(cached, {"live"}, 1 * GIB, 100 * GIB, 5 * GIB, 0.1) == ["b", "a"]
+
+
+def test_of_bytes_and_percent_the_larger_free_space_requirement_wins(settings: Settings) -> None:
+    both = settings.model_copy(update={"gc_young_free_bytes": 30 * GIB, "gc_young_free_percent": 20,
+                                       "gc_full_free_bytes": 5 * GIB, "gc_full_free_percent": 0})
+    assert thresholds(both, 100 * GIB) == Thresholds(30 * GIB, 5 * GIB)  # 20 % of 100 GiB is less than 30 GiB
+    assert thresholds(both, 1000 * GIB) == Thresholds(200 * GIB, 5 * GIB)  # 20 % of 1000 GiB is more
+    percent_only = settings.model_copy(update={"gc_young_free_bytes": 0, "gc_young_free_percent": 12.5,
+                                               "gc_full_free_bytes": 0, "gc_full_free_percent": 2.5})
+    assert thresholds(percent_only, 999) == Thresholds(125, 25)  # rounded up: never a byte less than asked
+
+
+@pytest.mark.parametrize("update", [{"gc_young_free_percent": 100.5}, {"gc_full_free_percent": -1},
+                                    {"gc_young_free_percent": 5, "gc_full_free_percent": 10}])
+def test_percent_settings_out_of_range_or_inverted_are_refused(tmp_path: Path, update: dict[str, float]) -> None:
+    with pytest.raises(ValidationError, match=r"(?i)gc_\w*_percent"):
+        Settings(home=tmp_path, **update)
+
+
+def test_pinned_seeds_are_spared_and_do_not_shrink_the_young_share() -> None:
+    cached = [CachedTask(f"t{i}", idle_ms=i, size=1) for i in range(10)]
+    pinned = {"t9", "t8"}
+    young = plan(cached, {"t0"}, pinned, 50 * GIB, Thresholds(100 * GIB, 5 * GIB), 0.5)
+    # 7 idle unpinned (t1..t7): ceil(3.5) = 4 of them, the longest idle first; the pinned t9, t8 stay.
+    assert (young.reason, [t.tid for t in young.victims]) == ("young", ["t7", "t6", "t5", "t4"])
+    assert [t.tid for t in young.spared_pinned] == ["t9", "t8"]
+    full = plan(cached, {"t0"}, pinned, 1 * GIB, Thresholds(100 * GIB, 5 * GIB), 0.5)
+    assert full.reason == "full" and {t.tid for t in full.victims} == {f"t{i}" for i in range(1, 8)}
+    assert plan(cached, set(), pinned, 200 * GIB, Thresholds(100 * GIB, 5 * GIB), 0.5).victims == []
 
 
 async def test_one_pass_deletes_only_files_of_expired_tasks(tmp_path: Path, redis: Redis, settings: Settings) -> None:

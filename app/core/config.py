@@ -110,6 +110,19 @@ class Settings(BaseSettings):
     gc_young_free_bytes: int = Field(100 << 30, ge=0, description="Below this much free disk, idle seeds go.")
     gc_full_free_bytes: int = Field(5 << 30, ge=0, description="Below this, every seed without task state goes.")
     gc_clean_ratio: float = Field(0.1, gt=0, le=1, description="Share of idle seeds one young GC deletes.")
+    # Operators size caches in % of a volume (legacy #986, #1096). Both forms may be set: the threshold in
+    # force is the larger free-space requirement of the two, so adding a % never makes the GC lazier.
+    gc_young_free_percent: float = Field(
+        0.0, ge=0, le=100,
+        description="Young GC below this % of the seed volume free (0 = off); the larger of it and the bytes wins.",
+    )
+    gc_full_free_percent: float = Field(
+        0.0, ge=0, le=100,
+        description="Full GC below this % of the seed volume free (0 = off); the larger of it and the bytes wins.",
+    )
+    gc_preheat_pin_seconds: int = Field(
+        86400, ge=0, description="A preheated seed is never evicted by the disk GC for this long (0 = no pin)."
+    )
 
     # --- source access --------------------------------------------------------------------
     probe_timeout_seconds: float = Field(4.0, gt=0, description="Length probe timeout at registration.")
@@ -212,6 +225,13 @@ class Settings(BaseSettings):
     def _proxies(cls, value: str) -> str:
         parse_trusted(value)  # a bad entry fails at startup, not at each registration
         return value
+
+    @model_validator(mode="after")
+    def _gc_percents(self) -> Settings:
+        # A full GC that starts above the young one would make the young share meaningless.
+        if 0 < self.gc_young_free_percent < self.gc_full_free_percent:
+            raise ValueError("DF_GC_YOUNG_FREE_PERCENT must be at least DF_GC_FULL_FREE_PERCENT")
+        return self
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import httpx
 
 from app.audit.events import AuditEvent, AuditSink
+from app.cdn.pins import pin
 from app.cdn.policy import source_policy
 from app.cdn.runner import run_seed_job
 from app.cdn.source import make_source_client
@@ -171,6 +172,8 @@ class _Job:
                     continue
                 first = False
                 if snap.status == CdnStatus.SUCCESS:
+                    # Warmed for a pull that may come after the task state expired: the disk GC keeps it.
+                    await pin(self.ctx.state.redis, layer.tid, self.record.id, self.ctx.settings.gc_preheat_pin_seconds)
                     layer.state, layer.bytes = Status.SUCCESS, max(snap.raw_length, 0)
                     layer.total = layer.bytes
                     return

@@ -36,6 +36,9 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 | df:{T}:traffic               | hash   | bytes clients got, by source class: peer, seed, source        | task TTL   |
 |                              |        | (app/state/traffic.py; written in _prelude.lua count_traffic)   |            |
 | df:{T}:bs                    | set    | cids whose back-to-source /task/metrics report was counted     | task TTL   |
+| df:{T}:pin                   | string | the preheat id that warmed T: the disk GC never evicts T's seed | pin time   |
+|                              |        | file while it exists (app/cdn/pins.py). TTL set and refreshed  | (DF_GC_PRE-|
+|                              |        | by each preheat of T; DELETE /api/v1/tasks/{id} removes it     | HEAT_PIN_S)|
 | df:traffic                   | hash   | cluster-wide bytes by source class since the state was created | none       |
 | df:traffic:m:{minute}        | hash   | bytes by source class in one minute (epoch ms // 60000)        | 2 h + 1 min|
 | df:limits                    | hash   | live limits (app/limits): downLinkKiB, seedUploadKiBps,        | none       |
@@ -146,6 +149,10 @@ def refused_key(tid: str) -> str:
 
 def traffic_key(tid: str) -> str:
     return f"{task_prefix(tid)}traffic"
+
+
+def pin_key(tid: str) -> str:
+    return f"{task_prefix(tid)}pin"
 
 
 def traffic_bucket_key(minute: int) -> str:
