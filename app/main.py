@@ -8,6 +8,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -38,8 +39,11 @@ from app.cluster.readiness import Readiness
 from app.core import logjson, lograte
 from app.core.config import Settings, get_settings
 from app.core.masking import install_log_masking
+from app.core.process import ProcessRole
 from app.core.redis import create_redis
 from app.core.replay import ReplayBuffer
+from app.download.server import DOWNLOAD_BACKLOG
+from app.observability import exposition, local, shared
 from app.observability.workers import WorkerProbe
 from app.preheat.service import PreheatService
 from app.state.store import ClusterState
@@ -47,9 +51,13 @@ from app.state.store import ClusterState
 log = logging.getLogger("app")
 
 
-def create_app(settings: Settings | None = None, readiness: Readiness | None = None) -> FastAPI:
-    """The API app. ``readiness`` is shared with the piece server of the same process (``serve``)."""
+def create_app(
+    settings: Settings | None = None, readiness: Readiness | None = None, role: ProcessRole | None = None
+) -> FastAPI:
+    """The API app. ``readiness`` is shared with the piece server of the same process (``serve``);
+    ``role`` says which worker of the replica this is (app.core.process; default: the only one)."""
     settings = settings or get_settings()
+    role = role or ProcessRole()
     readiness = readiness if readiness is not None else Readiness()
     install_log_masking()  # httpx logs every source URL at INFO, signature and password included
     ensure_api_protected(settings)
@@ -70,7 +78,7 @@ def create_app(settings: Settings | None = None, readiness: Readiness | None = N
         app.state.storage = storage
         app.state.cluster_state = state
         # Idempotent writes (reports, audit events) that met a Redis outage, replayed once it is back.
-        replay = ReplayBuffer(settings.replay_buffer_limit, readiness.redis_failed)
+        replay = ReplayBuffer(settings.replay_buffer_limit, readiness.redis_failed, local.replay_buffered.set)
         app.state.replay = replay
         app.state.audit = RedisAuditLog(redis, settings.audit_stream_maxlen, replay)
         app.state.bridge = PeerBridge(
@@ -83,27 +91,33 @@ def create_app(settings: Settings | None = None, readiness: Readiness | None = N
         )
         monitor = asyncio.create_task(readiness.monitor(redis, settings.readiness_interval_seconds))
         replaying = asyncio.create_task(replay.run())
-        disk_gc = asyncio.create_task(run_gc_loop(redis, storage, settings))
-        gauges = asyncio.create_task(
-            run_gauge_loop(redis, settings.gauge_refresh_seconds, settings, WorkerProbe(dispatcher))
-        )
-        presence = ReplicaPresence(redis, settings)
-        # The audit consumer: one named consumer per replica in the one group (each event written once).
-        app.state.audit_runtime = AuditRuntime.start(redis, settings, presence.id)
-        await presence.start()
-        heartbeat = asyncio.create_task(presence.run())
+        loops = [monitor, replaying]
+        multiproc = exposition.multiprocess_dir()
+        shared.collector.share(Path(multiproc) / "cluster-snapshot.pickle" if multiproc else None, role.primary)
+        presence = ReplicaPresence(redis, settings, role)
+        heartbeat = None
+        app.state.audit_runtime = None
+        if role.primary:  # once per replica, not per worker (app.core.process)
+            loops.append(asyncio.create_task(run_gc_loop(redis, storage, settings)))
+            loops.append(asyncio.create_task(
+                run_gauge_loop(redis, settings.gauge_refresh_seconds, settings, WorkerProbe(dispatcher))
+            ))
+            # The audit consumer: one named consumer per replica in the one group (each event written once).
+            app.state.audit_runtime = AuditRuntime.start(redis, settings, presence.id)
+            await presence.start()
+            heartbeat = asyncio.create_task(presence.run())
         try:
             yield
         finally:
             # Reports taken during an outage that is over by now still reach Redis before we go.
             await replay.flush(within=min(5.0, settings.shutdown_timeout_seconds))
-            replaying.cancel()
-            monitor.cancel()
-            disk_gc.cancel()
-            gauges.cancel()
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)  # it deregisters before Redis closes
-            await app.state.audit_runtime.stop()
+            for loop in loops:
+                loop.cancel()
+            if heartbeat is not None:
+                heartbeat.cancel()
+                await asyncio.gather(heartbeat, return_exceptions=True)  # it deregisters before Redis closes
+            if app.state.audit_runtime is not None:
+                await app.state.audit_runtime.stop()
             await app.state.preheat.close()
             await dispatcher.close()
             await probe_client.aclose()
@@ -112,6 +126,7 @@ def create_app(settings: Settings | None = None, readiness: Readiness | None = N
     app = FastAPI(title="Dragonfly supernode (HA)", version=settings.version, lifespan=lifespan)
     app.state.settings = settings
     app.state.readiness = readiness
+    app.state.role = role
     app.include_router(system.router)
     app.router.routes[:0] = peer.routes  # first: matched before anything else, on the hot path
     app.include_router(tasks.router)
@@ -186,13 +201,18 @@ class _DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-async def serve(settings: Settings) -> None:
+async def serve(
+    settings: Settings, role: ProcessRole | None = None, sockets: tuple[socket.socket, socket.socket] | None = None
+) -> None:
+    """One supernode process: both ports on this event loop. ``sockets`` (API, pieces): listeners the
+    supervisor bound for all workers (app.server.supervisor); None: bind them here."""
     from app.download.guard import PieceBounds
     from app.download.server import start_download_server, stop_download_server
     from app.limits.store import upload_share_bytes
 
+    role = role or ProcessRole()
     readiness = Readiness()
-    app = create_app(settings, readiness)
+    app = create_app(settings, readiness, role)
     lograte.install()
     # The plain asyncio loop on purpose: uvloop has no loop.sendfile, and the piece server on the same
     # loop would fall back to copying every byte through Python (about 60 % slower).
@@ -212,12 +232,14 @@ async def serve(settings: Settings) -> None:
     storage = LocalSeedStorage(settings.seed_path)
 
     async def upload_rate() -> int:
-        # The live limit seedUploadKiBps, this replica's share (app.limits.throttle); 0 until started.
+        # The live limit seedUploadKiBps: this replica's share (app.limits.throttle), split evenly between
+        # its workers, each of which serves the uploads it accepted; 0 until started.
         bridge = getattr(app.state, "bridge", None)
-        return 0 if bridge is None else await upload_share_bytes(bridge.live)
+        return 0 if bridge is None else await upload_share_bytes(bridge.live) // role.count
 
     runner = await start_download_server(
-        storage, settings.listen, settings.download_port, draining=lambda: readiness.draining,
+        storage, settings.listen, settings.download_port, sock=sockets[1] if sockets else None,
+        draining=lambda: readiness.draining,
         shutdown_timeout=settings.shutdown_timeout_seconds,
         bounds=PieceBounds(
             settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds,
@@ -226,14 +248,36 @@ async def serve(settings: Settings) -> None:
         upload_rate=upload_rate,
     )
     try:
-        await server.serve()
+        await server.serve(sockets=[sockets[0]] if sockets else None)
     finally:
         # After the API: piece uploads in flight get up to DF_SHUTDOWN_TIMEOUT_SECONDS to finish.
         await stop_download_server(runner)
         log.info("supernode stopped")
 
 
-def main() -> None:
-    settings = get_settings()
+API_BACKLOG = 2048  # uvicorn's default: a swarm's connections arrive at once
+
+
+def main(settings: Settings | None = None) -> None:
+    """Run a replica: one process, or ``DF_WORKERS`` of them under a supervisor (app.server.supervisor;
+    app/__main__.py has set up the metrics directory they share before anything was imported)."""
+    settings = settings or get_settings()
     logjson.configure(settings.log_format)  # masks every record first (app.core.masking)
-    asyncio.run(serve(settings))
+    count = settings.worker_count
+    if count == 1:
+        asyncio.run(serve(settings))
+        return
+    from app.server.supervisor import Supervisor, listen_socket
+
+    create_app(settings)  # a setup the workers would refuse fails here, once, before any fork
+    sockets = (
+        listen_socket(settings.listen, settings.port, API_BACKLOG),
+        listen_socket(settings.listen, settings.download_port, DOWNLOAD_BACKLOG),
+    )
+    log.info("replica of %d workers on ports %d and %d", count, settings.port, settings.download_port)
+
+    def run_worker(role: ProcessRole) -> int:
+        asyncio.run(serve(settings, role, sockets))
+        return 0
+
+    raise SystemExit(Supervisor(count, run_worker, exposition.worker_exited).run())

@@ -145,6 +145,9 @@ class Cluster:
             # Test sources and registries live on loopback, which the source policy refuses by default.
             DF_SOURCE_ALLOWLIST="127.0.0.0/8",
             DF_API_TOKENS=f"tests:{TEST_TOKEN}",
+            # One process per replica unless a test asks for more (tests/test_workers.py): a SIGKILL of
+            # a replica then kills all of it, as the HA tests mean, and the suite's process count stays.
+            DF_WORKERS="1",
         )
         if self.broker_url:
             env["DF_BROKER_URL"] = self.broker_url

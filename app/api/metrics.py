@@ -17,9 +17,11 @@ from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator.metrics import Info
+from starlette.requests import Request
+from starlette.responses import Response
 
 from app.core.config import Settings
-from app.observability import dfget, local, roundtrips
+from app.observability import dfget, exposition, local, roundtrips
 from app.observability.dfget import ObserverMiddleware
 
 _NS, _SUB = "dragonfly", "supernode"
@@ -28,7 +30,7 @@ _SIZE_BUCKETS = tuple(100.0 * 10**i for i in range(8))  # Go's ExponentialBucket
 
 build_info = Gauge(
     "build_info", "A metric with a constant '1' value labeled by version, revision, os, arch and goversion.",
-    ["version", "revision", "os", "arch", "goversion"], namespace=_NS, subsystem=_SUB,
+    ["version", "revision", "os", "arch", "goversion"], namespace=_NS, subsystem=_SUB, multiprocess_mode="max",
 )
 requests_total = Counter(
     "http_requests_total", "Counter of HTTP requests.", ["code", "handler"], namespace=_NS, subsystem=_SUB,
@@ -84,6 +86,13 @@ def recorder(peer_label: bool) -> Callable[[Info], None]:
     return record
 
 
+async def _exposition(_request: Request) -> Response:
+    # Not the instrumentator's own handler: with DF_WORKERS > 1 it would show the multiprocess series
+    # only, without the scrape-time collectors (app.observability.exposition).
+    body, content_type = exposition.exposition()
+    return Response(body, headers={"content-type": content_type})
+
+
 def instrument(app: FastAPI, version: str) -> None:
     """Record every request (``handler`` = the route template, ``none`` for unknown paths) and serve
     ``/metrics``. Call it before adding the middlewares that rewrite the path (the /v1 prefix), so the
@@ -95,7 +104,8 @@ def instrument(app: FastAPI, version: str) -> None:
     local.bind(app.state)  # readiness now; the replay buffer once the lifespan made it
     instrumentator = Instrumentator(should_group_status_codes=False, excluded_handlers=["/metrics"])
     instrumentator.add(recorder(settings.metrics_peer_label))
-    instrumentator.instrument(app).expose(app, include_in_schema=False)
+    instrumentator.instrument(app)
+    app.add_route("/metrics", _exposition, include_in_schema=False)
     # Outside the instrumentator: its callback reads the round-trip count this middleware starts.
     app.add_middleware(ObserverMiddleware, peer_label=settings.metrics_peer_label,
                        max_body=settings.max_peer_body_bytes)

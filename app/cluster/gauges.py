@@ -35,18 +35,20 @@ _CHUNK = 1000
 WORK_SHARE_INVERSE = 4  # pause >= 4 x the refresh's own time: at most 1/5 of the loop
 
 tasks = Gauge("tasks", "Tasks in the cluster by the status of their seed." + shared.SAME, ["cdnstatus"],
-              namespace=_NS, subsystem=_SUB)
+              namespace=_NS, subsystem=_SUB, multiprocess_mode="mostrecent",
+)
 seeding_bytes = Gauge(
     "seeding_bytes", "Source bytes in the seed cache so far, summed over the seeds running now." + shared.SAME,
-    namespace=_NS, subsystem=_SUB,
+    namespace=_NS, subsystem=_SUB, multiprocess_mode="mostrecent",
 )
 seeding_total_bytes = Gauge(
     "seeding_total_bytes",
     "Source length of the tasks being seeded now (seeding_bytes / this = progress)." + shared.SAME,
-    namespace=_NS, subsystem=_SUB,
+    namespace=_NS, subsystem=_SUB, multiprocess_mode="mostrecent",
 )
 preheats = Gauge("preheats", "Preheat jobs kept in the cluster, by status." + shared.SAME, ["status"],
-                 namespace=_NS, subsystem=_SUB)
+                 namespace=_NS, subsystem=_SUB, multiprocess_mode="mostrecent",
+)
 
 
 def _int(value: str | None) -> int:
@@ -106,7 +108,7 @@ async def refresh_shared(redis: aioredis.Redis, settings: Settings, workers: Wor
     now = await shared.snapshot(redis, settings.metrics_peer_label, settings.metrics_task_series)
     work = time.monotonic() - started
     now.workers = await workers.count() if workers is not None else None
-    shared.collector.last = now
+    shared.collector.publish(now)
     return work
 
 

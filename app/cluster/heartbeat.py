@@ -18,6 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from app.core.config import Settings
+from app.core.process import ProcessRole
 from app.core.redis import OutageLog, is_outage
 from app.peers.service import PeerService
 from app.state import schema
@@ -25,15 +26,19 @@ from app.state import schema
 log = logging.getLogger("app.cluster")
 
 
-def replica_id(settings: Settings) -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{settings.port}"
+def replica_id(settings: Settings, pid: int | None = None) -> str:
+    return f"{socket.gethostname()}-{pid or os.getpid()}-{settings.port}"
 
 
 class ReplicaPresence:
-    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+    """One per replica, in its primary worker (app.core.process): the id names the replica's main
+    process, so a restarted worker keeps announcing the same replica."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings, role: ProcessRole | None = None) -> None:
         self.redis = redis
         self.settings = settings
-        self.id = replica_id(settings)
+        self.role = role or ProcessRole()
+        self.id = replica_id(settings, self.role.replica_pid)
         self.started_ms = int(time.time() * 1000)
 
     @property
@@ -43,7 +48,8 @@ class ReplicaPresence:
     def describe(self) -> dict[str, object]:
         s = self.settings
         return {
-            "id": self.id, "hostName": socket.gethostname(), "pid": os.getpid(), "advertiseIp": s.advertise_ip,
+            "id": self.id, "hostName": socket.gethostname(), "pid": self.role.replica_pid,
+            "workers": self.role.count, "advertiseIp": s.advertise_ip,
             "listen": s.listen, "port": s.port, "downloadPort": s.download_port, "version": s.version,
             "mode": "embedded" if s.embedded else "cluster", "started": self.started_ms,
         }

@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field
 class Replica(BaseModel):
     id: str = Field(description="hostname-pid-port")
     hostName: str
-    pid: int
+    pid: int = Field(description="The replica's main process (its supervisor with DF_WORKERS > 1)")
+    workers: int = Field(1, description="Processes serving the replica's ports (DF_WORKERS)")
     advertiseIp: str
     listen: str
     port: int

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.bridge.peer_ip import parse_trusted
 from app.core import sentinel_url
+from app.core.cpus import available_cpus
 
 
 def _first_non_loopback_ipv4() -> str:
@@ -141,6 +142,10 @@ class Settings(BaseSettings):
         100_000, ge=100, description="Reports and audit events kept in memory while Redis is unreachable."
     )
     readiness_interval_seconds: float = Field(0.5, gt=0, description="How often /readyz's Redis check runs.")
+    workers: int = Field(
+        0, ge=0, description="Processes of a replica, sharing its two ports (0 = the CPUs the host or the "
+        "container's CPU quota gives it). Embedded mode always runs one.",
+    )
     drain_seconds: float = Field(
         10.0, ge=0, description="After SIGTERM: serve on, not ready, this long before closing the listeners."
     )
@@ -252,6 +257,11 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return not self.redis_url
+
+    @property
+    def worker_count(self) -> int:
+        # Embedded mode keeps one process: its in-process Redis lives there.
+        return 1 if self.embedded else self.workers or available_cpus()
 
     @property
     def seed_path(self) -> Path:

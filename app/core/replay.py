@@ -29,7 +29,11 @@ class _Pending:
 
 
 class ReplayBuffer:
-    def __init__(self, limit: int, on_outage: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(
+        self, limit: int, on_outage: Callable[[BaseException], None] | None = None,
+        on_size: Callable[[int], None] | None = None,
+    ) -> None:
+        self._on_size = on_size  # told the number of pending writes whenever it changes (a gauge)
         self._pending: deque[_Pending] = deque()
         self._limit = limit
         self._dropped = 0
@@ -40,6 +44,10 @@ class ReplayBuffer:
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def _sized(self) -> None:
+        if self._on_size is not None:
+            self._on_size(len(self._pending))
 
     @property
     def dropped(self) -> int:
@@ -56,6 +64,7 @@ class ReplayBuffer:
         if not self._pending:
             log.warning("redis unreachable: buffering %s and later writes for replay", what)
         self._pending.append(_Pending(what, write))
+        self._sized()
         self._empty.clear()
         self._wake.set()
 
@@ -75,12 +84,14 @@ class ReplayBuffer:
                         # A write that fails for another reason will fail again: drop it, say so once.
                         log.warning("replay of %s failed (%s); dropped", item.what, type(exc).__name__, exc_info=True)
                         self._pending.popleft()
+                        self._sized()
                         continue
                     if self._on_outage is not None:
                         self._on_outage(exc)
                     await asyncio.sleep(retry_seconds)
                     continue
                 self._pending.popleft()
+                self._sized()
                 replayed += 1
             self._empty.set()
             if replayed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,9 +103,10 @@ class GuardedSite(web.TCPSite):
 
     def __init__(
         self, runner: web.AppRunner, host: str, port: int, *, backlog: int, bounds: PieceBounds,
-        handler_args: dict[str, Any],
+        handler_args: dict[str, Any], sock: socket.socket | None = None,
     ) -> None:
         super().__init__(runner, host, port, backlog=backlog)
+        self._sock = sock
         self._bounds = bounds
         self._handler_args = handler_args
 
@@ -117,5 +119,8 @@ class GuardedSite(web.TCPSite):
         def connection() -> GuardedRequestHandler:
             return GuardedRequestHandler(server, loop=loop, bounds=self._bounds, **self._handler_args)
 
-        self._server = await loop.create_server(connection, self._host, self._port, backlog=self._backlog)
+        if self._sock is not None:
+            self._server = await loop.create_server(connection, sock=self._sock, backlog=self._backlog)
+        else:
+            self._server = await loop.create_server(connection, self._host, self._port, backlog=self._backlog)
         self._bound_port = self._server.sockets[0].getsockname()[1]

@@ -39,4 +39,6 @@ def exposition() -> tuple[bytes, str]:
     """Body and content type for ``GET /metrics`` (standalone mode has no other exporter)."""
     if prometheus_client is None:
         return b"", "text/plain"
-    return prometheus_client.generate_latest(), prometheus_client.CONTENT_TYPE_LATEST
+    from app.observability.exposition import exposition as merged  # every worker's series (DF_WORKERS)
+
+    return merged()

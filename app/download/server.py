@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import stat
 from collections.abc import Callable
 from typing import IO, Any, Final
@@ -56,6 +57,10 @@ def create_download_app(
     return app
 
 
+# nginx's Linux listen backlog: a swarm of dfgets opening piece connections at once.
+DOWNLOAD_BACKLOG = 511
+
+
 async def start_download_server(
     storage: SeedStorage,
     host: str,
@@ -66,8 +71,10 @@ async def start_download_server(
     shutdown_timeout: float = 60.0,
     bounds: PieceBounds | None = None,
     upload_rate: RateSource | None = None,
+    sock: socket.socket | None = None,
 ) -> web.AppRunner:
-    """Listen on ``host:port`` (0 = any free port, see ``bound_port``) until ``stop_download_server``.
+    """Listen on ``host:port`` (0 = any free port, see ``bound_port``), or on the listening ``sock``
+    (shared by a replica's workers), until ``stop_download_server``.
 
     ``stop_download_server`` closes the listener first, then lets uploads in flight finish for up to
     ``shutdown_timeout`` seconds (a dfget 1.0.x piece may take pieceSize/64 KiB + 10 s).
@@ -87,8 +94,9 @@ async def start_download_server(
         "max_line_size": min(8190, bounds.max_header_bytes),
         "max_field_size": min(8190, bounds.max_header_bytes),
     }
-    # nginx's Linux listen backlog: a swarm of dfgets opening piece connections at once.
-    await GuardedSite(runner, host, port, backlog=511, bounds=bounds, handler_args=handler_args).start()
+    await GuardedSite(
+        runner, host, port, backlog=DOWNLOAD_BACKLOG, bounds=bounds, handler_args=handler_args, sock=sock
+    ).start()
     return runner
 
 

@@ -37,20 +37,20 @@ skipped_pinned = Counter(
 )
 last_duration = Gauge(
     "disk_gc_last_duration_seconds", "How long the last disk GC pass took." + _LAST_PASS,
-    namespace=_NS, subsystem=_SN,
+    namespace=_NS, subsystem=_SN, multiprocess_mode="mostrecent",
 )
 free_bytes = Gauge(
     "disk_gc_free_bytes", "Free bytes of the seed-cache volume after the last disk GC pass." + _LAST_PASS,
-    namespace=_NS, subsystem=_SN,
+    namespace=_NS, subsystem=_SN, multiprocess_mode="mostrecent",
 )
 pinned_bytes = Gauge(
     "disk_gc_pinned_bytes", "Disk bytes of the pinned seed files without task state at the last disk GC pass: "
-    "what the GC may not free yet." + _LAST_PASS, namespace=_NS, subsystem=_SN,
+    "what the GC may not free yet." + _LAST_PASS, namespace=_NS, subsystem=_SN, multiprocess_mode="mostrecent",
 )
 threshold_bytes = Gauge(
     "disk_gc_threshold_bytes", "Free-space threshold in force, by level (young, full): the larger of "
     "DF_GC_*_FREE_BYTES and DF_GC_*_FREE_PERCENT of the volume." + _LAST_PASS,
-    ["level"], namespace=_NS, subsystem=_SN,
+    ["level"], namespace=_NS, subsystem=_SN, multiprocess_mode="mostrecent",
 )
 
 for _name in REASONS:  # every series exists from the start, at 0: rate() needs the first sample

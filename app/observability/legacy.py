@@ -68,5 +68,5 @@ gc_tasks = Counter("gc_tasks_total", "Tasks this replica removed (API deletes; T
 gc_disks = Counter("gc_disks_total", "Seed files this replica's disk GC deleted.", namespace=_NS, subsystem=_SN)
 last_gc_disks = Gauge(
     "last_gc_disks_timestamp_seconds", "When this replica's disk GC last ran (Unix seconds).",
-    namespace=_NS, subsystem=_SN,
+    namespace=_NS, subsystem=_SN, multiprocess_mode="mostrecent",
 )

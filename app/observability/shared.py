@@ -11,17 +11,20 @@ synchronously, and a scrape storm must not turn into a Redis storm. A scrape sho
 from __future__ import annotations
 
 import asyncio
+import os
+import pickle
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import REGISTRY, Collector
+from prometheus_client.registry import Collector
 
-from app.observability import seedstats
+from app.observability import exposition, seedstats
 from app.state import schema, traffic
 
 _NS = "dragonfly_supernode_"
@@ -154,9 +157,34 @@ class SharedCollector(Collector):
 
     def __init__(self) -> None:
         self.last = Snapshot()
+        # DF_WORKERS > 1: the primary worker computes the snapshot and leaves it in this file for the
+        # others (each of them may answer a scrape); None in a one-process replica.
+        self.file: Path | None = None
+        self.writer = False
+
+    def share(self, file: Path | None, writer: bool) -> None:
+        self.file, self.writer = file, writer
+
+    def publish(self, now: Snapshot) -> None:
+        self.last = now
+        if self.file is not None and self.writer:
+            partial = self.file.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_bytes(pickle.dumps(now))
+            partial.replace(self.file)  # atomic: a reader sees the old snapshot or the new one
+
+    def _current(self) -> Snapshot:
+        if self.file is None or self.writer:
+            return self.last
+        try:
+            loaded = pickle.loads(self.file.read_bytes())  # our own file, written by our own primary worker
+        except (OSError, pickle.UnpicklingError, EOFError):
+            return self.last  # not written yet
+        if isinstance(loaded, Snapshot):
+            self.last = loaded
+        return self.last
 
     def collect(self) -> Iterator[Metric]:
-        now = self.last
+        now = self._current()
         peers = GaugeMetricFamily(_NS + "peers", "Peer records (registrations kept), by dfget IP." + SAME,
                                   labels=["peer"])
         for ip, count in sorted((now.peers or Counter({"": 0})).items()):
@@ -197,4 +225,4 @@ class SharedCollector(Collector):
 
 
 collector = SharedCollector()
-REGISTRY.register(collector)
+exposition.register(collector)

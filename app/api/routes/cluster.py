@@ -18,7 +18,8 @@ async def cluster(request: Request, _: Reader) -> ClusterView:
     """Live replicas (heartbeats), seeding workers (Celery ping), Redis and Postgres health, seed-cache disk."""
     state = request.app.state
     service = ClusterService(
-        state.redis, state.settings, state.storage, state.bridge.dispatcher, replica_id(state.settings),
+        state.redis, state.settings, state.storage, state.bridge.dispatcher,
+        replica_id(state.settings, state.role.replica_pid),
         getattr(state, "audit_runtime", None),
     )
     return await service.view()

@@ -30,7 +30,8 @@ async def get_overview(
     bytes by source class (all time and in the window), the P2P ratio and its per-minute history."""
     state = request.app.state
     service = ClusterService(
-        state.redis, state.settings, state.storage, state.bridge.dispatcher, replica_id(state.settings),
+        state.redis, state.settings, state.storage, state.bridge.dispatcher,
+        replica_id(state.settings, state.role.replica_pid),
         getattr(state, "audit_runtime", None),
     )
     return await overview(service, await state.bridge.live.current(), minutes)
