@@ -150,6 +150,9 @@ class ClusterState:
             "pull", tid, tid, cid, status, result, piece_num, dst, fingerprint, down,
             s.holder_sample, int(s.seed_lease_seconds * 1000), CDN,
         )
+        if out.get("kind") == "finish":
+            # Sent as the stored decimal string: cjson prints a Lua number with 14 digits (1e14 bytes and up).
+            out["fileLength"] = int(out["fileLength"])
         return out
 
     async def assign(

@@ -62,7 +62,8 @@ elseif status == 701 then
   end
 elseif status == 702 then
   redis.call('HSET', dtk, 'status', result == 501 and 'SUCCESS' or 'FAILED')
-  return cjson.encode({kind = 'finish', md5 = task[4] or '', fileLength = tonumber(task[3] or '0')})
+  -- fileLength as stored, a string: cjson prints a Lua number with 14 significant digits.
+  return cjson.encode({kind = 'finish', md5 = task[4] or '', fileLength = task[3] or '0'})
 else
   return cjson.encode({kind = 'param', msg = 'invalid status ' .. tostring(status)})
 end
@@ -98,7 +99,7 @@ for i = 1, #cdn, 2 do
 end
 if sealed and have >= piece_total then
   redis.call('HSET', dtk, 'status', 'SUCCESS')
-  return cjson.encode({kind = 'finish', md5 = task[4] or '', fileLength = tonumber(task[3] or '0')})
+  return cjson.encode({kind = 'finish', md5 = task[4] or '', fileLength = task[3] or '0'})
 end
 if #available == 0 or running_count >= down_limit then
   return cjson.encode({kind = 'wait', seedEpoch = 0, have = have, cdn = #cdn / 2})

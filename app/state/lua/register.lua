@@ -68,5 +68,6 @@ end
 mark_accessed(taskk, tid)
 -- The index forgets tasks whose state has expired, so it does not grow forever.
 redis.call('ZREMRANGEBYSCORE', 'df:tasks', '-inf', NOW - TTL * 1000)
-return cjson.encode({result = 'ok', httpFileLength = tonumber(st[4]), pieceSize = tonumber(st[5]),
+-- Lengths go out as the stored decimal strings: cjson prints a Lua number with 14 significant digits.
+return cjson.encode({result = 'ok', httpFileLength = st[4] or '', pieceSize = tonumber(st[5]),
   cdnStatus = st[1], seedEpoch = epoch})
