@@ -71,11 +71,11 @@ from __future__ import annotations
 
 PREFIX = "df:"
 TASK_INDEX = f"{PREFIX}tasks"
-PEERS = f"{PREFIX}peers"
-PEERS_SEEN = f"{PREFIX}peers:seen"
+PEERS = f"{PREFIX}{{peers}}"
+PEERS_SEEN = f"{PEERS}:seen"
 AUDIT_STREAM = f"{PREFIX}audit"
 AUDIT_GROUP = "audit-writers"
-PREHEAT_INDEX = f"{PREFIX}preheats"
+PREHEAT_INDEX = f"{PREFIX}{{preheats}}"
 PREHEAT_SLOTS = f"{PREFIX}preheat:slots"
 OAPI_JOB_SEQ = f"{PREFIX}oapi:seq"
 REPLICAS = f"{PREFIX}replicas"
@@ -154,7 +154,7 @@ def traffic_bucket_key(minute: int) -> str:
 
 
 def preheat_key(preheat_id: str) -> str:
-    return f"{PREFIX}preheat:{preheat_id}"
+    return f"{PREHEAT_INDEX}:{preheat_id}"
 
 
 def oapi_job_key(job_id: int) -> str:
@@ -166,7 +166,7 @@ def replica_key(replica_id: str) -> str:
 
 
 def cdn_peer_key(advertise_ip: str, download_port: int) -> str:
-    return f"{PREFIX}cdnpeer:{advertise_ip}:{download_port}"
+    return f"{PEERS}:cdn:{advertise_ip}:{download_port}"
 
 
 class CdnStatus:
