@@ -241,7 +241,8 @@ class TaskService:
         # gone is skipped by every listing and pruned by the next registration.
         async with self.redis.pipeline(transaction=False) as pipe:
             if keys:
-                pipe.unlink(*keys)
+                # The raw command: a cluster pipeline's unlink() splits keys by slot outside the pipeline.
+                pipe.execute_command("UNLINK", *keys)
             pipe.zrem(schema.TASK_INDEX, tid)
             await pipe.execute()
         if keys:
