@@ -8,18 +8,21 @@ check that the keys each script is called with hash to one slot (``redis.crc.key
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 from redis.crc import key_slot
 
 from app.cdn.sink import SeedOutcome
 from app.cdn.storage import LocalSeedStorage
+from app.core import cluster_url
 from app.core.config import Settings
-from app.core.redis import create_redis, is_cluster
+from app.core.redis import create_redis, is_cluster, is_outage
 from app.peers.models import PeerCreate
 from app.peers.service import PeerService
 from app.preheat.model import PreheatRequest
@@ -155,3 +158,44 @@ async def test_peers_preheats_and_task_deletion_on_the_cluster(state: ClusterSta
     assert await tasks.delete(TID, full=False)
     assert [key async for key in state.redis.scan_iter(match=f"{schema.task_prefix(TID)}*")] == []
     assert await state.redis.zscore(schema.TASK_INDEX, TID) is None
+
+
+def test_cluster_urls_and_the_broker_rule() -> None:
+    parsed = cluster_url.parse("redis+cluster://ops:p%40ss@10.0.0.1:7000,10.0.0.2?socket_timeout=0.5")
+    assert parsed.hosts == [("10.0.0.1", 7000), ("10.0.0.2", 6379)]
+    assert (parsed.username, parsed.password, parsed.options) == ("ops", "p@ss", {"socket_timeout": 0.5})
+    assert "p@ss" not in repr(parsed)  # a logged settings object never shows it
+    with pytest.raises(ValueError, match="database 2"):
+        cluster_url.parse("redis+cluster://10.0.0.1:7000/2")
+    with pytest.raises(ValueError, match="bad port"):
+        cluster_url.parse("redis+cluster://10.0.0.1:x")
+    with pytest.raises(ValidationError, match="Kombu has no Redis Cluster transport"):
+        Settings(redis_url="redis+cluster://10.0.0.1:7000", broker_url="redis+cluster://10.0.0.1:7000")
+    Settings(redis_url="redis+cluster://10.0.0.1:7000", broker_url="redis://10.0.0.9:6379/1")
+
+
+async def test_a_killed_node_is_an_outage_then_its_slots_move(
+    redis_cluster: RedisCluster, cluster_settings: Settings
+) -> None:
+    """The last test of the module: it leaves the cluster with one master fewer replicated."""
+    client = create_redis(cluster_settings.model_copy(update={"redis_socket_timeout_seconds": 0.5}))
+    key = schema.task_key("outage-probe")
+    try:
+        await client.set(key, "1")
+        victim = redis_cluster.master_for(key)
+        victim.kill()
+        with pytest.raises(Exception) as failed:
+            await client.get(key)
+        assert is_outage(failed.value), repr(failed.value)
+        await asyncio.to_thread(redis_cluster.wait_promoted, victim, key)
+        for _ in range(100):  # the client re-reads the slot map on its next command
+            try:
+                assert await client.get(key) == "1"
+                break
+            except Exception as exc:
+                assert is_outage(exc), repr(exc)
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the promoted replica never answered")
+    finally:
+        await client.aclose()
