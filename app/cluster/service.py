@@ -57,7 +57,11 @@ class ClusterService:
         ids: list[str] = await self.redis.zrange(schema.REPLICAS, 0, -1)  # type: ignore[assignment]
         if not ids:
             return []
-        raw: list[str | None] = await self.redis.mget([schema.replica_key(i) for i in ids])  # type: ignore[assignment]
+        # Pipelined GETs, not MGET: on a Redis Cluster the heartbeat keys are in different slots.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.get(schema.replica_key(i))
+            raw: list[str | None] = await pipe.execute()
         gone = [i for i, value in zip(ids, raw, strict=True) if value is None]
         if gone:  # their heartbeat key expired: the replica is dead or partitioned
             await self.redis.zrem(schema.REPLICAS, *gone)

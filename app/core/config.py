@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.bridge.peer_ip import parse_trusted
-from app.core import sentinel_url
+from app.core import cluster_url, sentinel_url
 from app.core.cpus import available_cpus
 
 
@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     )
 
     # --- backing services ------------------------------------------------------------------
-    redis_url: str = Field("", description="redis://, rediss:// or redis+sentinel://; empty = embedded.")
+    redis_url: str = Field(
+        "", description="redis://, rediss://, redis+sentinel:// or redis+cluster://; empty = embedded."
+    )
     redis_sentinel_master: str = Field("mymaster", description="Master for redis+sentinel:// URLs without ?master=.")
     # Every in-flight request holds one connection for its script. redis-py's default pool fails at once
     # beyond 100; a swarm of a few hundred dfgets hitting one replica must queue instead.
@@ -244,6 +246,9 @@ class Settings(BaseSettings):
             self.advertise_ip = _first_non_loopback_ipv4()
         if self.seed_dir is None:
             self.seed_dir = self.home / "repo"
+        if cluster_url.is_cluster(self.broker_url):
+            raise ValueError("DF_BROKER_URL cannot be a redis+cluster:// URL (Kombu has no Redis Cluster transport):"
+                             " set it to a plain or Sentinel Redis, or leave it empty to seed in-process")
         # The workers read the broker URL alone: it must carry the master name the replicas would use.
         self.broker_url = sentinel_url.with_master(self.broker_url, self.redis_sentinel_master)
         return self

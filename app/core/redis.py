@@ -1,11 +1,13 @@
-"""Redis connections: a real server (plain or Sentinel) in cluster mode, an in-process
-Redis-compatible server in embedded mode. Both run the same Lua scripts.
+"""Redis connections: a real server (plain, Sentinel or a Redis Cluster) in cluster mode, an
+in-process Redis-compatible server in embedded mode. All run the same Lua scripts.
 
 In cluster mode every command has a reply deadline (``DF_REDIS_SOCKET_TIMEOUT_SECONDS``) and a short
 retry that rides one dropped connection, nothing longer: a longer outage reaches the request handlers,
 which know what to answer dfget meanwhile (``is_outage`` below). Behind Sentinel, every (re)connection
 asks the sentinels where the master is and checks the answer with ROLE, so that no connection keeps
-talking to a dead or demoted master after a failover.
+talking to a dead or demoted master after a failover. On a Redis Cluster, redis-py's cluster client
+follows MOVED/ASK itself and re-reads the slot map after a connection error or CLUSTERDOWN, within the
+same short retry (``_ClusterRedis``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import (
@@ -29,7 +33,7 @@ from redis.asyncio.sentinel import (
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.utils import str_if_bytes
 
-from app.core import sentinel_url
+from app.core import cluster_url, sentinel_url
 from app.core.config import Settings
 
 _embedded_server: Any = None
@@ -47,6 +51,8 @@ def create_redis(settings: Settings) -> aioredis.Redis:
     url = settings.redis_url
     if url.startswith("redis+sentinel://"):
         return _sentinel_redis(url, settings)
+    if cluster_url.is_cluster(url):
+        return _cluster_redis(url, settings)
     # A blocking pool: past the bound a request waits for a connection (well inside dfget's 5 s) instead
     # of failing. ``?max_connections=`` (or ``?socket_timeout=``) in the URL still wins, as redis-py
     # documents.
@@ -235,6 +241,83 @@ class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
             await self.get_master_address()  # type: ignore[no-untyped-call]  # a new address drops idle ones
 
 
+def _cluster_redis(url: str, settings: Settings) -> aioredis.Redis:
+    """``redis+cluster://[user:password@]host1:port1,host2:port2[?option=value]`` (app.core.cluster_url)."""
+    address = cluster_url.parse(url)
+    options: dict[str, Any] = {
+        "decode_responses": True, "health_check_interval": _HEALTH_CHECK_SECONDS,
+        "max_connections": settings.redis_max_connections, **_timeouts(settings), **address.options,
+    }
+    client = _ClusterRedis(
+        startup_nodes=[ClusterNode(host, port) for host, port in address.hosts],
+        username=address.username, password=address.password,
+        # The client-level retry (a fresh slot map, another node) rides one blip: 3 tries, as _blip_retry.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.025, cap=0.1), retries=3),
+        pool_timeout=settings.redis_pool_timeout_seconds, **options,
+    )
+    # Typed as the plain client: the commands the state uses are the same, and callers never branch on
+    # the class except where a cluster needs another form (is_cluster).
+    return client  # type: ignore[return-value]
+
+
+def is_cluster(redis: object) -> bool:
+    """Whether ``redis`` talks to a Redis Cluster (keys of different slots never meet in one command)."""
+    return isinstance(redis, RedisCluster)
+
+
+class _ClusterRedis(RedisCluster):
+    """redis-py's cluster client with the plain client's policies.
+
+    * Timeouts are not retried (see ``_blip_retry``): a node that did not answer within the socket
+      timeout will not answer the next try either. A refused or dropped connection, CLUSTERDOWN (a
+      failover in progress) and an uncovered slot are retried, each try on a fresh slot map, so a
+      master that died minutes ago is left behind but an election that takes seconds is not waited out.
+    * Bounded and queueing: redis-py's cluster pool fails at once past ``max_connections`` per node,
+      where the plain pool waits. Here at most ``max_connections`` commands and pipelines are in flight
+      in the process, and the next waits up to ``pool_timeout`` (then MaxConnectionsError, an outage).
+    """
+
+    # redis-py's tuple without TimeoutError (its type names the 4-tuple it ships).
+    ERRORS_ALLOW_RETRY = (redis_errors.ConnectionError, redis_errors.ClusterDownError,  # type: ignore[assignment]
+                          redis_errors.SlotNotCoveredError)
+
+    def __init__(self, *args: Any, pool_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = asyncio.Semaphore(kwargs["max_connections"])
+        self._pool_timeout = pool_timeout
+
+    @contextlib.asynccontextmanager
+    async def in_flight(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._pool_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise redis_errors.MaxConnectionsError("no free Redis connection") from None
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.in_flight():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            raise redis_errors.RedisClusterException("shard_hint is not supported in cluster mode")
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py's own pipeline()
+
+
+class _ClusterPipeline(ClusterPipeline):
+    """A pipeline that holds one of its client's in-flight places while it runs."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        client = self.cluster_client
+        assert isinstance(client, _ClusterRedis)
+        async with client.in_flight():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
 class OutageLog:
     """One WARNING when a background loop's calls start failing, one INFO when they work again.
 
@@ -274,13 +357,15 @@ class OutageLog:
 
 # Errors that mean "the state store cannot be used right now" rather than "this request is wrong":
 # a refused or dropped connection, a timeout, a Redis still loading its AOF, a demoted master that
-# refuses writes after a failover, no master known to the sentinels, or every pooled connection busy.
+# refuses writes after a failover, no master known to the sentinels, every pooled connection busy, or
+# (Redis Cluster) a cluster that is down or mid-failover, a slot no node serves yet.
 _OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,  # includes BusyLoadingError, MaxConnectionsError, MasterNotFoundError
     redis_errors.TimeoutError,
     redis_errors.ReadOnlyError,
     redis_errors.TryAgainError,
     redis_errors.ClusterDownError,  # includes MasterDownError
+    redis_errors.SlotNotCoveredError,  # a slot map read while a failover was under way
     ConnectionError,  # OSError family raised below redis-py (resets, refusals during connect)
     TimeoutError,
 )

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.core.redis import is_cluster
 from app.observability import exposition, seedstats
 from app.state import schema, traffic
 
@@ -100,10 +101,14 @@ return flat
 async def _dfgettasks(redis: aioredis.Redis, tids: list[str]) -> Counter[tuple[str, str]]:
     out: Counter[tuple[str, str]] = Counter()
     script = redis.register_script(_DFGETTASKS_LUA)
+    cluster = is_cluster(redis)
     for start in range(0, len(tids), _CHUNK):
         async with redis.pipeline(transaction=False) as pipe:
             for tid in tids[start : start + _CHUNK]:
-                await script(keys=[schema.task_key(tid)], args=[schema.task_prefix(tid)], client=pipe)
+                if cluster:  # a cluster pipeline does not load scripts: EVAL (a NOSCRIPT would fail it)
+                    pipe.eval(_DFGETTASKS_LUA, 1, schema.task_key(tid), schema.task_prefix(tid))
+                else:
+                    await script(keys=[schema.task_key(tid)], args=[schema.task_prefix(tid)], client=pipe)
             replies: list[list[Any]] = await pipe.execute()
         for flat in replies:
             for i in range(0, len(flat), 2):

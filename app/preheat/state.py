@@ -92,15 +92,11 @@ class PreheatTasks:
         s = self.state.settings
         piece_size = piece_size_for(length) if length is not None else 0
         total = provisional_piece_total(length, piece_size) if length is not None else 0
-        raw = await self._ensure(
-            keys=[schema.task_key(tid)],
-            args=[
-                schema.task_prefix(tid), s.task_ttl_seconds, now_ms(), tid, task_url, raw_url, identifier,
-                orjson.dumps(headers), "" if length is None else length, piece_size, total,
-                int(s.seed_lease_seconds * 1000), int(retry_seconds * 1000), CALL_SYSTEM,
-            ],
+        out = await self.state.run_task_script(
+            self._ensure, tid, tid, task_url, raw_url, identifier, orjson.dumps(headers),
+            "" if length is None else length, piece_size, total, int(s.seed_lease_seconds * 1000),
+            int(retry_seconds * 1000), CALL_SYSTEM,
         )
-        out = orjson.loads(raw)
         if out["result"] == "conflict":
             return EnsureOutcome("conflict", message=f"task {tid} exists with another url, md5 or identifier")
         return EnsureOutcome(out["result"], out.get("cdnStatus", ""), int(out.get("seedEpoch") or 0))

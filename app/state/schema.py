@@ -1,7 +1,8 @@
 """The one Redis key schema of the cluster. Every key, its type and its lifetime is listed here.
 
 All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touches a single slot
-(Redis Cluster safe) and so that a task's state is colocated.
+(Redis Cluster safe) and so that a task's state is colocated. The peer list keys share the tag
+``{peers}`` and the preheat records and their index the tag ``{preheats}``, for the same reason.
 
 | key                          | type   | content                                                        | TTL        |
 |------------------------------|--------|----------------------------------------------------------------|------------|
@@ -44,18 +45,18 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 | df:limits                    | hash   | live limits (app/limits): downLinkKiB, seedUploadKiBps,        | none       |
 |                              |        | peerDownLimit, peerUpLimit, cdnLoadLimit; absent = setting     |            |
 | df:tasks                     | zset   | taskId scored by last access ms (listing, GC of the index)     | none, GC'd |
-| df:peers                     | hash   | peerId -> JSON {ID, IP, hostName, port, version, created (ms),  | none, GC'd |
+| df:{peers}                   | hash   | peerId -> JSON {ID, IP, hostName, port, version, created (ms),  | none, GC'd |
 |                              |        | cid, taskId}: one record per registration, as Go's peer list    |            |
-| df:peers:seen                | zset   | peerId scored by registration ms; prunes df:peers after TTL     | none, GC'd |
-| df:cdnpeer:{ip}:{port}       | string | id of the seed cache's own record in df:peers for that         | none       |
+| df:{peers}:seen              | zset   | peerId scored by registration ms; prunes df:peers after TTL     | none, GC'd |
+| df:{peers}:cdn:{ip}:{port}   | string | id of the seed cache's own record in df:peers for that         | none       |
 |                              |        | advertise address (cdn_peer.lua; created at replica start)     |            |
 | df:audit                     | stream | audit events waiting for Postgres (consumer group audit-writers)| MAXLEN     |
-| df:preheat:{id}              | hash   | a preheat (id: the legacy formula, §13.1): request (type, url,  | 7 days     |
+| df:{preheats}:{id}           | hash   | a preheat (id: the legacy formula, §13.1): request (type, url,  | 7 days     |
 |                              |        | filter, identifier, headers, platform, credentials, timeout,   | (retention)|
 |                              |        | concurrency), actor, origin, status, errorMsg, start/finish/   |            |
 |                              |        | updated ms, runner epoch + lease, layers (JSON per-blob        |            |
 |                              |        | progress: url, digest, task id, state, bytes, total, error)    |            |
-| df:preheats                  | zset   | preheat ids scored by start ms (listing, retention)             | none, GC'd |
+| df:{preheats}                | zset   | preheat ids scored by start ms (listing, retention)             | none, GC'd |
 | df:oapi:seq                  | string | last integer id of an Open API job                              | none       |
 | df:oapi:job:{n}              | hash   | an Open API (/oapi/v1/jobs) job: preheat id, created ms, args,  | 7 days     |
 |                              |        | actor; its state is read live from the preheat                 |            |
@@ -68,17 +69,44 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 |                              |        | (HINCRBY; the legacy cdn_* counters on /metrics)               |            |
 
 State transitions that two replicas could race on are single Lua scripts in ``app/state/lua``.
+
+Separate commands (Redis Cluster)
+---------------------------------
+On one Redis a task script also writes the global keys of its request, declared in its KEYS (one
+round trip). On a Redis Cluster those live in other slots, so the script returns them and
+``ClusterState`` sends them right after, in one pipeline (``_prelude.lua``, ``store.py``). Why each
+may be a separate command:
+
+* ``df:tasks`` ZADD (registration, pull, preheat) and its prune by score: an index entry is
+  idempotent (the latest access wins within milliseconds), listings skip ids whose task hash is gone,
+  and the prune only drops entries older than the task TTL. A lost ZADD (a crash in between) leaves
+  the task listed at its previous access until its next one.
+* ``df:traffic`` and ``df:traffic:m:*`` HINCRBYs: the once-per-(client, piece) decision stays in
+  the task script (the done bit, the ``bs`` set); the increments commute, so no race. A crash in
+  between loses that one increment of the cluster-wide counters; the per-task counter has it.
+* the peer record (``df:{peers}``, ``df:{peers}:seen``, pruned): one script on its own slot
+  (peer_record.lua), written only after the registration succeeded, as on one Redis. It is a listing
+  for operators, not read by the scheduler.
+* ``DELETE /api/v1/tasks/{id}``: UNLINK of the task's keys (one slot, one command) and ZREM of its
+  index entry, in one pipeline instead of one MULTI.
+
+Read-only listings over every task (task_list.lua, task_census.lua) run in one script on one Redis;
+on a Redis Cluster app/state/listing.py reads the index and the task hashes pipelined.
+Key names: ``df:{peers}``, ``df:{peers}:seen``, ``df:{peers}:cdn:*``, ``df:{preheats}`` and
+``df:{preheats}:*`` were ``df:peers``, ``df:peers:seen``, ``df:cdnpeer:*``, ``df:preheats`` and
+``df:preheat:*`` before Redis Cluster support: an upgraded deployment starts with an empty peer list
+(re-filled by registrations) and no preheat history; the old keys can be deleted.
 """
 
 from __future__ import annotations
 
 PREFIX = "df:"
 TASK_INDEX = f"{PREFIX}tasks"
-PEERS = f"{PREFIX}peers"
-PEERS_SEEN = f"{PREFIX}peers:seen"
+PEERS = f"{PREFIX}{{peers}}"
+PEERS_SEEN = f"{PEERS}:seen"
 AUDIT_STREAM = f"{PREFIX}audit"
 AUDIT_GROUP = "audit-writers"
-PREHEAT_INDEX = f"{PREFIX}preheats"
+PREHEAT_INDEX = f"{PREFIX}{{preheats}}"
 PREHEAT_SLOTS = f"{PREFIX}preheat:slots"
 OAPI_JOB_SEQ = f"{PREFIX}oapi:seq"
 REPLICAS = f"{PREFIX}replicas"
@@ -161,7 +189,7 @@ def traffic_bucket_key(minute: int) -> str:
 
 
 def preheat_key(preheat_id: str) -> str:
-    return f"{PREFIX}preheat:{preheat_id}"
+    return f"{PREHEAT_INDEX}:{preheat_id}"
 
 
 def oapi_job_key(job_id: int) -> str:
@@ -173,7 +201,7 @@ def replica_key(replica_id: str) -> str:
 
 
 def cdn_peer_key(advertise_ip: str, download_port: int) -> str:
-    return f"{PREFIX}cdnpeer:{advertise_ip}:{download_port}"
+    return f"{PEERS}:cdn:{advertise_ip}:{download_port}"
 
 
 class CdnStatus:

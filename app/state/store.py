@@ -1,4 +1,10 @@
-"""Typed access to the cluster state. Every mutation is one Lua script call (one round trip)."""
+"""Typed access to the cluster state. Every mutation is one Lua script call (one round trip).
+
+On a Redis Cluster a task script cannot reach the global keys it writes on one Redis (the task index,
+the traffic counters, the peer list: other slots). It hands those writes back instead (``deferred``
+in its reply, see ``_prelude.lua``) and they are sent right after, in one pipeline: a second round
+trip, on a cluster only, for the requests that have such a write (schema.py, "Separate commands").
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from redis.commands.core import AsyncScript
 
 from app.cdn.sink import FinishResult, SeedJob, SeedOutcome
 from app.core.config import Settings
-from app.core.redis import is_outage
+from app.core.redis import is_cluster, is_outage
 from app.scheduler.core import CDN
 from app.state import schema
 from app.state.scripts import script_source
@@ -78,6 +84,7 @@ class ClusterState:
         self.redis = redis
         self.settings = settings
         self._scripts: dict[str, AsyncScript] = {}
+        self.cluster = is_cluster(redis)
 
     def _script(self, name: str) -> AsyncScript:
         script = self._scripts.get(name)
@@ -86,14 +93,59 @@ class ClusterState:
             self._scripts[name] = script
         return script
 
+    def task_script_keys(self, tid: str, now: int) -> list[str]:
+        """KEYS of a task script: the task hash, then (on one Redis) the global keys it may write."""
+        if self.cluster:
+            return [schema.task_key(tid)]
+        bucket = schema.traffic_bucket_key(now // (schema.TRAFFIC_BUCKET_SECONDS * 1000))
+        return [schema.task_key(tid), schema.TASK_INDEX, schema.TRAFFIC_TOTAL, bucket, schema.PEERS, schema.PEERS_SEEN]
+
+    async def run_task_script(self, script: AsyncScript, tid: str, *args: str | int | float | bytes) -> Any:
+        """Run a task script (ARGV: the prelude's three, then ``args``) and send the global writes it
+        deferred (Redis Cluster); its reply without them."""
+        now = now_ms()
+        argv: list[str | int | float | bytes] = [schema.task_prefix(tid), self.settings.task_ttl_seconds, now, *args]
+        reply = await script(keys=self.task_script_keys(tid, now), args=argv)
+        if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], str):  # with_deferred()
+            await self._send_deferred(orjson.loads(reply[1]), now)
+            return reply[0]
+        if isinstance(reply, str) and reply.startswith("{"):  # reply(): a JSON object
+            out = orjson.loads(reply)
+            deferred = out.pop("deferred", None)
+            if deferred:
+                await self._send_deferred(deferred, now)
+            return out
+        return reply
+
+    async def _send_deferred(self, writes: list[list[Any]], now: int) -> None:
+        """The global writes a task script deferred on a Redis Cluster (``_prelude.lua``), in one pipeline."""
+        ttl_ms = self.settings.task_ttl_seconds * 1000
+        bucket = schema.traffic_bucket_key(now // (schema.TRAFFIC_BUCKET_SECONDS * 1000))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for write in writes:
+                kind = write[0]
+                if kind == "index":
+                    pipe.zadd(schema.TASK_INDEX, {write[1]: now})
+                    if write[2]:
+                        pipe.zremrangebyscore(schema.TASK_INDEX, "-inf", now - ttl_ms)
+                elif kind == "traffic":
+                    pipe.hincrby(schema.TRAFFIC_TOTAL, write[1], write[2])
+                    pipe.hincrby(bucket, write[1], write[2])
+                    pipe.expire(bucket, schema.TRAFFIC_BUCKET_TTL_SECONDS)
+                elif kind == "peer":
+                    # EVAL, not EVALSHA: a cluster pipeline does not load scripts (a NOSCRIPT would fail it).
+                    pipe.eval(script_source("peer_record"), 2, schema.PEERS, schema.PEERS_SEEN,
+                              "", self.settings.task_ttl_seconds, now, write[1], write[2])
+                else:
+                    raise ValueError(f"unknown deferred write {kind!r}")
+            await pipe.execute()
+
     async def _run(self, name: str, tid: str, *args: str | int | float | bytes) -> Any:
-        argv: list[str | int | float | bytes] = [
-            schema.task_prefix(tid), self.settings.task_ttl_seconds, now_ms(), *args
-        ]
-        return await self._script(name)(keys=[schema.task_key(tid)], args=argv)
+        return await self.run_task_script(self._script(name), tid, *args)
 
     async def _run_json(self, name: str, tid: str, *args: str | int | float | bytes) -> Any:
-        return orjson.loads(await self._run(name, tid, *args))
+        reply = await self._run(name, tid, *args)
+        return orjson.loads(reply) if isinstance(reply, str) else reply
 
     # --- registration ------------------------------------------------------------------------
 

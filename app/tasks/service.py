@@ -225,8 +225,8 @@ class TaskService:
         return PiecePage(taskId=tid, pieceTotal=total, offset=offset, limit=limit, pieces=pieces)
 
     async def delete(self, tid: str, full: bool) -> bool:
-        """Remove every ``df:{T}:*`` key and the index entry in one MULTI/EXEC; with ``full`` the seed
-        files too. True when there was something to remove.
+        """Remove every ``df:{T}:*`` key (one UNLINK: they share a slot) and the index entry, in one
+        pipeline; with ``full`` the seed files too. True when there was something to remove.
 
         Races, all benign: a registration or pull landing between the SCAN and the EXEC can write a key
         the SCAN did not see (e.g. a new ``dt:{cid}``); without the task hash nothing uses it and it
@@ -237,9 +237,12 @@ class TaskService:
         """
         pattern = _GLOB_SPECIAL.sub(r"\\\1", schema.task_prefix(tid)) + "*"
         keys = [key async for key in self.redis.scan_iter(match=pattern, count=1000)]
-        async with self.redis.pipeline(transaction=True) as pipe:
+        # Not one MULTI: the index is in another slot on a Redis Cluster. An index entry whose task is
+        # gone is skipped by every listing and pruned by the next registration.
+        async with self.redis.pipeline(transaction=False) as pipe:
             if keys:
-                pipe.unlink(*keys)
+                # The raw command: a cluster pipeline's unlink() splits keys by slot outside the pipeline.
+                pipe.execute_command("UNLINK", *keys)
             pipe.zrem(schema.TASK_INDEX, tid)
             await pipe.execute()
         if keys:

@@ -1,8 +1,40 @@
 -- Shared by every script. ARGV[1] = per-task key prefix "df:{<taskId>}:", ARGV[2] = TTL seconds,
 -- ARGV[3] = now in ms (the calling replica's clock; leases tolerate small skew).
+-- KEYS[1] is the task hash "df:{<taskId>}:task". The other per-task keys are built from ARGV[1]: they
+-- carry the same hash tag, so they are in KEYS[1]'s slot (Redis Cluster serves them on its node).
 local P = ARGV[1]
 local TTL = tonumber(ARGV[2])
 local NOW = tonumber(ARGV[3])
+
+-- Global keys (app/state/schema.py "Separate commands"): on one Redis the caller declares them in
+-- KEYS[2..6] and the script writes them here, in the same round trip. On a Redis Cluster they live in
+-- other slots, out of a script's reach: KEYS holds the task hash alone and the script hands those
+-- writes back (`deferred`, see reply/with_deferred) for the caller to send right after.
+local GLOBAL = #KEYS > 1
+local G_TASKS, G_TRAFFIC, G_BUCKET, G_PEERS, G_SEEN = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local DEFERRED = {}
+
+-- A JSON reply, with the deferred global writes when there are any.
+local function reply(t)
+  if #DEFERRED > 0 then t.deferred = DEFERRED end
+  return cjson.encode(t)
+end
+
+-- An integer reply as is, or {value, deferred JSON} when there are deferred global writes.
+local function with_deferred(value)
+  if #DEFERRED > 0 then return {value, cjson.encode(DEFERRED)} end
+  return value
+end
+
+-- The task index (df:tasks) moves the task up; with `prune`, it forgets tasks whose state expired.
+local function index_task(tid, prune)
+  if not GLOBAL then
+    table.insert(DEFERRED, {'index', tid, prune and 1 or 0})
+    return
+  end
+  redis.call('ZADD', G_TASKS, NOW, tid)
+  if prune then redis.call('ZREMRANGEBYSCORE', G_TASKS, '-inf', NOW - TTL * 1000) end
+end
 
 local function k(suffix) return P .. suffix end
 local function touch(key) redis.call('EXPIRE', key, TTL) end
@@ -31,18 +63,21 @@ local function note_piece_time(assigned)
   redis.call('HSET', taskk, 'pieceMs', avg, 'pieceSamples', tonumber(cur[2] or '0') + 1)
 end
 
--- Bytes moved by source class (app/state/traffic.py): per task, cluster-wide and per-minute bucket.
--- Global keys outside the task's slot, like df:tasks: one round trip, no second call on the hot path.
+-- Bytes moved by source class (app/state/traffic.py): per task, cluster-wide and per-minute bucket
+-- (G_BUCKET: the caller names the bucket of NOW). On one Redis: one round trip, no second call.
 local TRAFFIC_BUCKET_TTL = 7260
 local function count_traffic(class, bytes)
   if bytes <= 0 then return end
   local tk = k('traffic')
   redis.call('HINCRBY', tk, class, bytes)
   touch(tk)
-  redis.call('HINCRBY', 'df:traffic', class, bytes)
-  local bucket = 'df:traffic:m:' .. math.floor(NOW / 60000)
-  redis.call('HINCRBY', bucket, class, bytes)
-  redis.call('EXPIRE', bucket, TRAFFIC_BUCKET_TTL)
+  if not GLOBAL then
+    table.insert(DEFERRED, {'traffic', class, bytes})
+    return
+  end
+  redis.call('HINCRBY', G_TRAFFIC, class, bytes)
+  redis.call('HINCRBY', G_BUCKET, class, bytes)
+  redis.call('EXPIRE', G_BUCKET, TRAFFIC_BUCKET_TTL)
 end
 
 -- The framed size of piece n as the seed cache holds it ("md5:framedLen"), else the piece size.
@@ -108,10 +143,11 @@ local function seed_due(status, lease, finished, retry_ms)
     or (status == 'FAILED' and NOW - tonumber(finished or '0') >= retry_ms)
 end
 
--- A registration or preheat used the task: it and its seed-cache map live on, the index moves it up.
-local function mark_accessed(taskk, tid)
+-- A registration or preheat used the task: it and its seed-cache map live on, the index moves it up
+-- (and with `prune` forgets tasks whose state has expired, so that it does not grow forever).
+local function mark_accessed(taskk, tid, prune)
   redis.call('HSET', taskk, 'accessed', NOW)
   touch(taskk)
   touch(k('cdn'))
-  redis.call('ZADD', 'df:tasks', NOW, tid)
+  index_task(tid, prune)
 end

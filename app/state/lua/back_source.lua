@@ -7,4 +7,4 @@ local bsk = k('bs')
 if redis.call('SADD', bsk, cid) == 0 then return 0 end
 touch(bsk)
 count_traffic('source', bytes)
-return 1
+return with_deferred(1)

@@ -31,7 +31,6 @@ if seed_due(st[1], st[2], st[3], retry_ms) then
   epoch = trigger_seed(taskk, lease_ms)
   st[1] = 'RUNNING'
 end
-mark_accessed(taskk, tid)
--- The length as stored (a string): cjson prints a Lua number with 14 significant digits.
-return cjson.encode({result = 'ok', httpFileLength = st[4] or '', pieceSize = tonumber(st[5]),
+mark_accessed(taskk, tid, false)
+return reply({result = 'ok', httpFileLength = st[4] or '', pieceSize = tonumber(st[5]),
   cdnStatus = st[1], seedEpoch = epoch})

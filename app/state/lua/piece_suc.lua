@@ -22,4 +22,4 @@ if dst ~= '' and dst ~= cdn_dst then
   end
 end
 touch(dtk)
-return 1
+return with_deferred(1)

@@ -11,7 +11,7 @@ local taskk, dtk, runk, cdnk = k('task'), k('dt:' .. cid), k('run:' .. cid), k('
 local task = redis.call('HMGET', taskk, 'cdnStatus', 'pieceTotal', 'fileLength', 'realMd5', 'seedLease',
   'seedError', 'pieceSize', 'downLinkKiB')
 local down_link = task[8] or ''
-if not task[1] or redis.call('EXISTS', dtk) == 0 then return cjson.encode({kind = 'unknown'}) end
+if not task[1] or redis.call('EXISTS', dtk) == 0 then return reply({kind = 'unknown'}) end
 
 -- A load balancer retry of the pull we answered last: hand out the same pieces again.
 local last = redis.call('HMGET', dtk, 'lastq', 'lastp', 'superNodeIp', 'ip')
@@ -35,7 +35,7 @@ if last[1] == fingerprint and last[2] and last[2] ~= '' then
         if info[1] then table.insert(out, {tonumber(pn), pdst, md5, info[1], tonumber(info[2]), info[3]}) end
       end
     end
-    if #out > 0 then return cjson.encode({kind = 'replay', assigned = out, pieceSize = piece_size,
+    if #out > 0 then return reply({kind = 'replay', assigned = out, pieceSize = piece_size,
       superNodeIp = super_node, downLink = down_link}) end
   end
 end
@@ -43,7 +43,7 @@ end
 redis.call('HSET', taskk, 'accessed', NOW)
 touch(taskk)
 touch(dtk)
-redis.call('ZADD', 'df:tasks', NOW, tid)
+index_task(tid, false)
 
 local piece_total = tonumber(task[2] or '0')
 local sealed = task[1] == 'SUCCESS'
@@ -52,27 +52,26 @@ if status == 700 then
   -- After a migration the START item still carries the last outcome; it is true, so keep it.
   if result == 503 and n >= 0 and (not sealed or n < piece_total) then record_success(cid, n, false, dst, cdn_dst) end
 elseif status == 701 then
-  if n < 0 then return cjson.encode({kind = 'param', msg = 'invalid range'}) end
+  if n < 0 then return reply({kind = 'param', msg = 'invalid range'}) end
   if result == 503 or result == 501 then
     if not sealed or n < piece_total then record_success(cid, n, false, dst, cdn_dst) end
   elseif result == 500 then
     record_failure(cid, n, dst, cdn_dst)
   else
-    return cjson.encode({kind = 'param', msg = 'invalid result ' .. tostring(result)})
+    return reply({kind = 'param', msg = 'invalid result ' .. tostring(result)})
   end
 elseif status == 702 then
   redis.call('HSET', dtk, 'status', result == 501 and 'SUCCESS' or 'FAILED')
-  -- fileLength as stored, a string: cjson prints a Lua number with 14 significant digits.
-  return cjson.encode({kind = 'finish', md5 = task[4] or '', fileLength = task[3] or '0'})
+  return reply({kind = 'finish', md5 = task[4] or '', fileLength = task[3] or '0'})
 else
-  return cjson.encode({kind = 'param', msg = 'invalid status ' .. tostring(status)})
+  return reply({kind = 'param', msg = 'invalid status ' .. tostring(status)})
 end
 
-if task[1] == 'FAILED' then return cjson.encode({kind = 'failed', msg = task[6] or '' }) end
+if task[1] == 'FAILED' then return reply({kind = 'failed', msg = task[6] or '' }) end
 if seed_is_stale(task[1], task[5]) then
-  return cjson.encode({kind = 'wait', seedEpoch = trigger_seed(taskk, lease_ms)})
+  return reply({kind = 'wait', seedEpoch = trigger_seed(taskk, lease_ms)})
 end
-if task[1] ~= 'RUNNING' and not sealed then return cjson.encode({kind = 'wait', seedEpoch = 0}) end
+if task[1] ~= 'RUNNING' and not sealed then return reply({kind = 'wait', seedEpoch = 0}) end
 
 -- Pieces in flight; an expired lease means the client never reported it: offer it again.
 local running = {}
@@ -99,10 +98,10 @@ for i = 1, #cdn, 2 do
 end
 if sealed and have >= piece_total then
   redis.call('HSET', dtk, 'status', 'SUCCESS')
-  return cjson.encode({kind = 'finish', md5 = task[4] or '', fileLength = task[3] or '0'})
+  return reply({kind = 'finish', md5 = task[4] or '', fileLength = task[3] or '0'})
 end
 if #available == 0 or running_count >= down_limit then
-  return cjson.encode({kind = 'wait', seedEpoch = 0, have = have, cdn = #cdn / 2})
+  return reply({kind = 'wait', seedEpoch = 0, have = have, cdn = #cdn / 2})
 end
 
 -- Holders: a bounded random sample per piece keeps the reply small in a large swarm.
@@ -134,7 +133,7 @@ for h, info in pairs(candidates) do
 end
 local cdn_loadk = k('load:' .. cdn_dst)
 redis.call('ZREMRANGEBYSCORE', cdn_loadk, '-inf', NOW)
-return cjson.encode({kind = 'snapshot', pieceSize = piece_size, superNodeIp = super_node, ip = last[4] or '',
+return reply({kind = 'snapshot', pieceSize = piece_size, superNodeIp = super_node, ip = last[4] or '',
   downLink = down_link,
   pieces = pieces,
   running = running_list, candidates = cands,

@@ -15,9 +15,9 @@ if redis.call('EXISTS', taskk) == 1 then
   if same then
     if cur[2] ~= '' then same = cur[2] == md5 else same = cur[3] == identifier end
   end
-  if not same then return cjson.encode({result = 'conflict'}) end
+  if not same then return reply({result = 'conflict'}) end
 elseif http_len == '' then
-  return cjson.encode({result = 'unprobed'})
+  return reply({result = 'unprobed'})
 else
   redis.call('HSET', taskk, 'taskId', tid, 'taskUrl', task_url, 'rawUrl', raw_url, 'md5', md5,
     'identifier', identifier, 'headers', headers, 'httpFileLength', http_len, 'pieceSize', piece_size,
@@ -43,14 +43,9 @@ redis.call('HSET', dtk, 'cid', cid, 'peerId', ARGV[14], 'ip', ARGV[15], 'port', 
   'serr', 0, 'down', 0, 'created', NOW)
 touch(dtk)
 -- The cluster-wide peer list (/peers, /api/v1/peers): one record per registration, as in Go.
-redis.call('HSET', 'df:peers', ARGV[14], cjson.encode({ID = ARGV[14], IP = ARGV[15], hostName = ARGV[18],
-  port = tonumber(ARGV[16]), version = ARGV[19], created = NOW, cid = cid, taskId = tid}))
-redis.call('ZADD', 'df:peers:seen', NOW, ARGV[14])
-local stale = redis.call('ZRANGEBYSCORE', 'df:peers:seen', '-inf', NOW - TTL * 1000, 'LIMIT', 0, 100)
-if #stale > 0 then
-  redis.call('HDEL', 'df:peers', unpack(stale))
-  redis.call('ZREM', 'df:peers:seen', unpack(stale))
-end
+local peer = cjson.encode({ID = ARGV[14], IP = ARGV[15], hostName = ARGV[18],
+  port = tonumber(ARGV[16]), version = ARGV[19], created = NOW, cid = cid, taskId = tid})
+if GLOBAL then record_peer(G_PEERS, G_SEEN, ARGV[14], peer) else table.insert(DEFERRED, {'peer', ARGV[14], peer}) end
 local cidsk = k('cids')
 redis.call('SADD', cidsk, cid)
 touch(cidsk)
@@ -65,9 +60,7 @@ if seed_due(st[1], st[2], st[3], retry_ms) then
   epoch = trigger_seed(taskk, lease_ms)
   st[1] = 'RUNNING'
 end
-mark_accessed(taskk, tid)
--- The index forgets tasks whose state has expired, so it does not grow forever.
-redis.call('ZREMRANGEBYSCORE', 'df:tasks', '-inf', NOW - TTL * 1000)
+mark_accessed(taskk, tid, true)
 -- Lengths go out as the stored decimal strings: cjson prints a Lua number with 14 significant digits.
-return cjson.encode({result = 'ok', httpFileLength = st[4] or '', pieceSize = tonumber(st[5]),
+return reply({result = 'ok', httpFileLength = st[4] or '', pieceSize = tonumber(st[5]),
   cdnStatus = st[1], seedEpoch = epoch})
