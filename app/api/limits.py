@@ -51,10 +51,16 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared, chunked = _body_headers(scope)
+        if declared is None and not chunked:
+            # No Content-Length and no Transfer-Encoding: HTTP/1.1 says there is no body (RFC 9112
+            # §6.3), and uvicorn reads none. Every pull and piece report of dfget is such a GET.
+            await self.app(scope, receive, send)
+            return
         path: str = scope["path"]
-        is_peer = without_version(path) in PEER_BODY_ROUTES or without_version(path).startswith("/peer/")
+        route = without_version(path)
+        is_peer = route in PEER_BODY_ROUTES or route.startswith("/peer/")
         limit = self.peer_limit if is_peer else self.rest_limit
-        declared = _content_length(scope)
         if declared is not None and declared > limit:
             await _refuse(send, is_peer, limit, path)
             return
@@ -81,14 +87,18 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, guarded_send)
 
 
-def _content_length(scope: Scope) -> int | None:
+def _body_headers(scope: Scope) -> tuple[int | None, bool]:
+    """The declared Content-Length (None: absent or malformed) and whether a Transfer-Encoding is set."""
+    length, chunked = None, False
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
-                return None  # uvicorn's parser has refused a malformed one already
-    return None
+                pass  # uvicorn's parser has refused a malformed one already
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked
 
 
 async def _refuse(send: Send, is_peer: bool, limit: int, path: str) -> None:

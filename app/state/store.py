@@ -26,7 +26,7 @@ from app.core.config import Settings
 from app.core.redis import is_cluster, is_outage
 from app.scheduler.core import CDN
 from app.state import schema
-from app.state.scripts import script_source
+from app.state.scripts import Script, script_source
 
 log = logging.getLogger("app.state.store")
 _T = TypeVar("_T")
@@ -83,13 +83,13 @@ class ClusterState:
     def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self._scripts: dict[str, AsyncScript] = {}
+        self._scripts: dict[str, Script] = {}
         self.cluster = is_cluster(redis)
 
-    def _script(self, name: str) -> AsyncScript:
+    def _script(self, name: str) -> Script:
         script = self._scripts.get(name)
         if script is None:
-            script = self.redis.register_script(script_source(name))
+            script = Script(self.redis, script_source(name))
             self._scripts[name] = script
         return script
 
@@ -100,7 +100,7 @@ class ClusterState:
         bucket = schema.traffic_bucket_key(now // (schema.TRAFFIC_BUCKET_SECONDS * 1000))
         return [schema.task_key(tid), schema.TASK_INDEX, schema.TRAFFIC_TOTAL, bucket, schema.PEERS, schema.PEERS_SEEN]
 
-    async def run_task_script(self, script: AsyncScript, tid: str, *args: str | int | float | bytes) -> Any:
+    async def run_task_script(self, script: Script | AsyncScript, tid: str, *args: str | int | float | bytes) -> Any:
         """Run a task script (ARGV: the prelude's three, then ``args``) and send the global writes it
         deferred (Redis Cluster); its reply without them."""
         now = now_ms()
