@@ -81,13 +81,20 @@ for i = 1, #run, 2 do
   if expiry < NOW then release(cid, run[i]) else running[run[i]] = true end
 end
 
-local donek = k('done:' .. cid)
+-- The client's bitmap read once (one GET, not a GETBIT per piece of the file): SETBIT numbers bits from
+-- the most significant bit of each byte.
+local done = redis.call('GET', k('done:' .. cid)) or ''
+local function has(pn)
+  local byte = string.byte(done, math.floor(pn / 8) + 1)
+  -- Arithmetic, not the bit library: the embedded mode's Lua (fakeredis) has none.
+  return byte ~= nil and math.floor(byte / 2 ^ (7 - pn % 8)) % 2 == 1
+end
 local cdn = redis.call('HGETALL', cdnk)
 local have, running_count, available = 0, 0, {}
 local running_list = {}
 for i = 1, #cdn, 2 do
   local pn = cdn[i]
-  if redis.call('GETBIT', donek, pn) == 1 then
+  if has(tonumber(pn)) then
     have = have + 1
   elseif running[pn] then
     running_count = running_count + 1
