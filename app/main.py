@@ -6,12 +6,14 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
@@ -207,15 +209,16 @@ async def serve(
     """One supernode process: both ports on this event loop. ``sockets`` (API, pieces): listeners the
     supervisor bound for all workers (app.server.supervisor); None: bind them here."""
     from app.download.guard import PieceBounds
-    from app.download.server import start_download_server, stop_download_server
+    from app.download.server import start_download_server
+    from app.download.thread import PieceServerThread, on_loop
     from app.limits.store import upload_share_bytes
 
     role = role or ProcessRole()
     readiness = Readiness()
     app = create_app(settings, readiness, role)
     lograte.install()
-    # The plain asyncio loop on purpose: uvloop has no loop.sendfile, and the piece server on the same
-    # loop would fall back to copying every byte through Python (about 60 % slower).
+    # The API on uvloop (see ``run``), the piece server on its own thread with the stdlib loop, which
+    # has loop.sendfile (app.download.thread).
     # Keep-alive (DF_KEEPALIVE_TIMEOUT_SECONDS, 75 s as nginx): longer than any client reuses an idle
     # connection, dfget's fasthttp 10 s (MaxIdleConnDuration) and haproxy's pooled server connections
     # (`timeout http-keep-alive 30s` in deploy/haproxy), so the replica never closes a connection a
@@ -226,7 +229,7 @@ async def serve(
         log_config=logjson.uvicorn_log_config(settings.log_format),
         http=guarded_protocol(settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds),
         timeout_keep_alive=int(settings.keepalive_timeout_seconds),
-        loop="asyncio", timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
     )
     server = _DrainingServer(config, readiness, settings.drain_seconds)
     storage = LocalSeedStorage(settings.seed_path)
@@ -237,7 +240,8 @@ async def serve(
         bridge = getattr(app.state, "bridge", None)
         return 0 if bridge is None else await upload_share_bytes(bridge.live) // role.count
 
-    runner = await start_download_server(
+    upload_rate_here = on_loop(asyncio.get_running_loop(), upload_rate)  # asked from the piece thread
+    pieces = PieceServerThread(lambda: start_download_server(
         storage, settings.listen, settings.download_port, sock=sockets[1] if sockets else None,
         draining=lambda: readiness.draining,
         shutdown_timeout=settings.shutdown_timeout_seconds,
@@ -245,14 +249,22 @@ async def serve(
             settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds,
             settings.keepalive_timeout_seconds,
         ),
-        upload_rate=upload_rate,
-    )
+        upload_rate=upload_rate_here,
+    ))
+    await asyncio.to_thread(pieces.start)
     try:
         await server.serve(sockets=[sockets[0]] if sockets else None)
     finally:
         # After the API: piece uploads in flight get up to DF_SHUTDOWN_TIMEOUT_SECONDS to finish.
-        await stop_download_server(runner)
+        await asyncio.to_thread(pieces.stop)
         log.info("supernode stopped")
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """``main`` on a uvloop event loop: its callbacks, timers and socket I/O cost less CPU than the stdlib
+    loop's on the API's many small requests (benchmarks/RESULTS.md)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 API_BACKLOG = 2048  # uvicorn's default: a swarm's connections arrive at once
@@ -265,7 +277,7 @@ def main(settings: Settings | None = None) -> None:
     logjson.configure(settings.log_format)  # masks every record first (app.core.masking)
     count = settings.worker_count
     if count == 1:
-        asyncio.run(serve(settings))
+        run(serve(settings))
         return
     from app.server.supervisor import Supervisor, listen_socket
 
@@ -277,7 +289,7 @@ def main(settings: Settings | None = None) -> None:
     log.info("replica of %d workers on ports %d and %d", count, settings.port, settings.download_port)
 
     def run_worker(role: ProcessRole) -> int:
-        asyncio.run(serve(settings, role, sockets))
+        run(serve(settings, role, sockets))
         return 0
 
     raise SystemExit(Supervisor(count, run_worker, exposition.worker_exited).run())
