@@ -111,6 +111,10 @@ if #available == 0 or running_count >= down_limit then
   return reply({kind = 'wait', seedEpoch = 0, have = have, cdn = #cdn / 2})
 end
 
+local function in_flight(lk)
+  return redis.call('ZCOUNT', lk, '(' .. NOW, '+inf')
+end
+
 -- Holders: a bounded random sample per piece keeps the reply small in a large swarm.
 local pieces, candidates = {}, {}
 for _, piece in ipairs(available) do
@@ -124,9 +128,9 @@ for _, piece in ipairs(available) do
         if not info[1] or info[2] == '1' then
           candidates[h] = false
         else
-          local lk = k('load:' .. h)
-          redis.call('ZREMRANGEBYSCORE', lk, '-inf', NOW)
-          candidates[h] = {tonumber(info[1]), tonumber(info[3] or '0'), redis.call('ZCARD', lk), info[4] or ''}
+          -- Uploads in flight: members whose lease has not expired (assign.lua prunes the others
+          -- before it adds one, so the set stays small without a write here).
+          candidates[h] = {tonumber(info[1]), tonumber(info[3] or '0'), in_flight(k('load:' .. h)), info[4] or ''}
         end
       end
       if candidates[h] then table.insert(holders, h) else redis.call('SREM', hk, h) end
@@ -138,11 +142,9 @@ local cands = {}
 for h, info in pairs(candidates) do
   if info then cands[h] = info end
 end
-local cdn_loadk = k('load:' .. cdn_dst)
-redis.call('ZREMRANGEBYSCORE', cdn_loadk, '-inf', NOW)
 return reply({kind = 'snapshot', pieceSize = piece_size, superNodeIp = super_node, ip = last[4] or '',
   downLink = down_link,
   pieces = pieces,
   running = running_list, candidates = cands,
-  cdnLoad = redis.call('ZCARD', cdn_loadk), black = redis.call('SMEMBERS', k('black:' .. cid)),
+  cdnLoad = in_flight(k('load:' .. cdn_dst)), black = redis.call('SMEMBERS', k('black:' .. cid)),
   errors = tonumber(redis.call('HGET', dtk, 'errs') or '0')})
