@@ -336,3 +336,14 @@ def test_config_wins_over_legacy_keys_and_durations_compose() -> None:
         "90",
         "0.5",
     )
+
+
+def test_replica_workers_come_from_supernode_workers_unless_config_sets_them() -> None:
+    # The pods have no CPU limit: DF_WORKERS=0 would count the node's CPUs, so the chart sets a number.
+    assert config_data("default")["DF_WORKERS"] == "2"
+    rendered = manifests(render({"supernode": {"workers": 3}}))
+    data = next(o for o in rendered if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config"))["data"]
+    assert data["DF_WORKERS"] == "3"
+    rendered = manifests(render({"supernode": {"workers": 3}, "config": {"workers": 5}}))
+    data = next(o for o in rendered if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config"))["data"]
+    assert data["DF_WORKERS"] == "5"

@@ -67,6 +67,9 @@
 {{- $_ := set $out "listen" "0.0.0.0" -}}
 {{- $_ := set $out "seed_dir" .Values.persistence.mountPath -}}
 {{- $_ := set $out "drain_seconds" .Values.supernode.drainSeconds -}}
+{{- if not (hasKey $out "workers") -}}
+{{- $_ := set $out "workers" .Values.supernode.workers -}}
+{{- end -}}
 {{- if not (hasKey $out "advertise_download_port") -}}
 {{- $_ := set $out "advertise_download_port" .Values.supernode.service.ports.targetPortNginx -}}
 {{- end -}}
