@@ -79,7 +79,7 @@ async def pg_db() -> AsyncIterator[str]:
 _LONGEST_FIRST = (
     "test_image.py", "test_ha_redis.py", "test_seed_resume.py", "test_cluster.py", "test_dashboard_browser.py",
     "test_metrics_legacy.py", "test_redis_failover.py", "test_embedded.py", "test_ha_rolling.py",
-    "test_availability.py", "test_sentinel_broker.py", "test_audit.py",
+    "test_availability.py", "test_sentinel_broker.py", "test_redis_cluster.py", "test_workers.py", "test_audit.py",
 )
 
 
