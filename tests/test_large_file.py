@@ -149,7 +149,10 @@ async def test_a_20_gib_task_through_the_state_scripts(state: ClusterState, redi
     # The last piece (offset past 20 GiB) from the seed cache: offered, then reported through the pull.
     snap = await state.pull(TID, "c1", 700, 502, -1, "", "q1")
     assert snap["kind"] == "snapshot"
-    assert {p[0] for p in snap["pieces"]} == set(range(pieces))
+    # A pull considers DF_PULL_WINDOW_PIECES of the 1366 pieces, in the scheduler's order: no holders
+    # anywhere and nothing running, so the nearest to piece 0.
+    window = state.settings.pull_window_pieces
+    assert [p[0] for p in snap["pieces"]] == list(range(window))
     [given] = await state.assign(TID, "c1", "q1", [(pieces - 1, CDN)])
     assert (given.piece_num, given.md5) == (pieces - 1, lines[-1])
     last_range = piece_range(pieces - 1, piece_size)
@@ -166,6 +169,31 @@ async def test_a_20_gib_task_through_the_state_scripts(state: ClusterState, redi
     assert final == {"kind": "finish", "md5": "f" * 32, "fileLength": framed}
     # The framed bytes the seed cache sent, counted once per piece with Lua numbers past 2^32.
     assert await redis.hget(schema.traffic_key(TID), "seed") == str(framed)
+
+
+async def test_a_pull_samples_the_rarest_window_of_a_big_file(state: ClusterState, redis: aioredis.Redis) -> None:
+    """Holders are sampled for the window only (a pull's Redis work stays flat as files grow): the pieces
+    with the fewest holders, then those nearest to the pieces the client is running."""
+    piece_size = piece_size_for(BIG)
+    pieces = piece_count(BIG, piece_size)
+    first = await state.register(reg("c1"), BIG, piece_size, provisional_piece_total(BIG, piece_size))
+    assert await state.seed_pieces(TID, first.seed_epoch, 0, piece_lines(BIG, piece_size), BIG) == pieces
+    for cid in ("p1", "p2"):
+        await state.register(reg(cid), None, 0, 0)
+    # Pieces 0..99 have two holders, 100..199 one, the rest none.
+    for n in range(200):
+        for cid in ("p1", "p2")[: 2 if n < 100 else 1]:
+            await redis.sadd(schema.holders_key(TID, n), cid)
+    window = state.settings.pull_window_pieces
+    snap = await state.pull(TID, "c1", 700, 502, -1, "", "q1")
+    assert [p[0] for p in snap["pieces"]] == list(range(200, 200 + window))
+    # Running pieces 1000 and 1002: the unheld pieces nearest to 1001 come first.
+    assert len(await state.assign(TID, "c1", "q1", [(1000, CDN), (1002, CDN)])) == 2
+    snap = await state.pull(TID, "c1", 700, 502, -1, "", "q2")
+    got = [p[0] for p in snap["pieces"]]
+    assert len(got) == window and 1000 not in got and 1002 not in got
+    assert max(abs(n - 1001) for n in got) <= window // 2 + 1 and 1001 in got, got
+    assert all(p[2] == 0 for p in snap["pieces"])
 
 
 async def test_unknown_length_64_gib_bitmap(state: ClusterState, redis: aioredis.Redis) -> None:

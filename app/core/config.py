@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     fail_count_limit: int = Field(5, ge=0, description="Client errors before it is served by the CDN only.")
     elimination_limit: int = Field(5, ge=1, description="Serving errors before a holder is dropped.")
     holder_sample: int = Field(16, ge=1, description="Holders sampled per piece when scheduling.")
+    pull_window_pieces: int = Field(
+        32, ge=1, description="Pieces a pull considers at most, the rarest first (bounds its cost on large files).",
+    )
     piece_lease_seconds: float = Field(
         120.0, gt=0, description="A handed-out piece that is not reported within this time is re-offered."
     )

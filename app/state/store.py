@@ -200,7 +200,7 @@ class ClusterState:
         down = s.peer_down_limit if peer_down_limit is None else peer_down_limit
         out: dict[str, Any] = await self._run_json(
             "pull", tid, tid, cid, status, result, piece_num, dst, fingerprint, down,
-            s.holder_sample, int(s.seed_lease_seconds * 1000), CDN,
+            s.holder_sample, int(s.seed_lease_seconds * 1000), CDN, s.pull_window_pieces,
         )
         if out.get("kind") == "finish":
             # Sent as the stored decimal string: cjson prints a Lua number with 14 digits (1e14 bytes and up).

@@ -1,11 +1,11 @@
 -- One /peer/task request (PROTOCOL §5.2, §11.3, §11.4): record the reported outcome, then return a
 -- snapshot of everything the pure scheduler needs, or a final answer.
 -- ARGV[4..]: tid, cid, status, result, pieceNum, dst, fingerprint, downLimit, holderSample,
---            seedLeaseMs, cdnDst
+--            seedLeaseMs, cdnDst, window
 local tid, cid = ARGV[4], ARGV[5]
 local status, result, n, dst = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
 local fingerprint, down_limit, sample = ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12])
-local lease_ms, cdn_dst = tonumber(ARGV[13]), ARGV[14]
+local lease_ms, cdn_dst, window = tonumber(ARGV[13]), ARGV[14], tonumber(ARGV[15])
 
 local taskk, dtk, runk, cdnk = k('task'), k('dt:' .. cid), k('run:' .. cid), k('cdn')
 local task = redis.call('HMGET', taskk, 'cdnStatus', 'pieceTotal', 'fileLength', 'realMd5', 'seedLease',
@@ -111,6 +111,29 @@ if #available == 0 or running_count >= down_limit then
   return reply({kind = 'wait', seedEpoch = 0, have = have, cdn = #cdn / 2})
 end
 
+-- A large file has thousands of pieces, and sampling the holders of all of them on every pull made a
+-- pull's cost grow with the file. Only the `window` pieces the scheduler would try first are sampled:
+-- its own order (app/scheduler/core.py: fewest holders, then nearest to the pieces running; here ties
+-- by piece number, where the scheduler draws at random within the window).
+if #available > window then
+  local center = 0
+  if #running_list > 0 then
+    local sum = 0
+    for _, pn in ipairs(running_list) do sum = sum + pn end
+    center = math.floor(sum / #running_list)
+  end
+  for _, piece in ipairs(available) do
+    piece[3] = redis.call('SCARD', k('holders:' .. piece[1]))
+    piece[4] = math.abs(piece[1] - center)
+  end
+  table.sort(available, function(a, b)
+    if a[3] ~= b[3] then return a[3] < b[3] end
+    if a[4] ~= b[4] then return a[4] < b[4] end
+    return a[1] < b[1]
+  end)
+  for i = #available, window + 1, -1 do available[i] = nil end
+end
+
 local function in_flight(lk)
   return redis.call('ZCOUNT', lk, '(' .. NOW, '+inf')
 end
@@ -136,7 +159,7 @@ for _, piece in ipairs(available) do
       if candidates[h] then table.insert(holders, h) else redis.call('SREM', hk, h) end
     end
   end
-  table.insert(pieces, {piece[1], piece[2], redis.call('SCARD', hk), holders})
+  table.insert(pieces, {piece[1], piece[2], piece[3] or redis.call('SCARD', hk), holders})
 end
 local cands = {}
 for h, info in pairs(candidates) do
