@@ -155,12 +155,12 @@ def create_app(
 
 
 def front(app: FastAPI, settings: Settings) -> ASGIApp:
-    """What a server listens with: ``app`` behind the body limits and the dfget fast path."""
-    fast = DfgetFastPath(
-        app, app.state, parse_networks(settings.dfget_allowlist), settings.metrics_peer_label,
-        settings.log_format == "json",
+    """What a server listens with: the dfget fast path, then ``app`` behind the body limits."""
+    limited = BodyLimitMiddleware(app, settings.max_peer_body_bytes, settings.max_rest_body_bytes)
+    return DfgetFastPath(
+        limited, app.state, parse_networks(settings.dfget_allowlist), settings.metrics_peer_label,
+        settings.log_format == "json", settings.max_peer_body_bytes,
     )
-    return BodyLimitMiddleware(fast, settings.max_peer_body_bytes, settings.max_rest_body_bytes)
 
 
 class _DrainingServer(uvicorn.Server):

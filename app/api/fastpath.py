@@ -5,11 +5,13 @@ API traffic of a swarm. Through the full stack each one paid for FastAPI's and S
 middlewares, exception wrappers, request objects and routing (about a fifth of a replica's CPU in a
 profile of benchmarks/bench_control_plane.py). Here a request whose path and method are a dfget route
 is parsed from the ASGI scope and answered directly; everything else goes on to the app untouched.
+A request with a body past the dfget limit, or a chunked one, goes on too: app.api.limits refuses it
+there, in front of the same routes.
 
 What the stack did for these routes is done here too, in the same order: the ``/v<version>`` prefix,
 the request id of JSON logs, the dfget allowlist (403), the Redis round-trip count, the legacy HTTP
 metrics and dfget counters (app.api.metrics, app.observability.dfget), and the error mapping of
-app.api.routes.peer. Body limits stay with app.api.limits.BodyLimitMiddleware, in front of this.
+app.api.routes.peer.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ _JSON = (b"content-type", b"application/json")
 
 
 class DfgetFastPath:
-    def __init__(self, app: ASGIApp, state: Any, networks: list[Network], peer_label: bool, request_ids: bool) -> None:
-        self.app = app
+    def __init__(
+        self, app: ASGIApp, state: Any, networks: list[Network], peer_label: bool, request_ids: bool, max_body: int,
+    ) -> None:
+        self.app = app  # the rest: the body limits, then the FastAPI app
+        self.max_body = max_body
         self.state = state  # the app's ``app.state``: the bridge exists once the lifespan started
         self.networks = networks
         self.peer_label = peer_label
@@ -49,10 +54,21 @@ class DfgetFastPath:
             path = without_version(scope["path"])
             route = ROUTES.get(path)
             bridge = getattr(self.state, "bridge", None)
-            if route is not None and route.method == scope["method"] and bridge is not None:
+            if route is not None and route.method == scope["method"] and bridge is not None \
+                    and self._body_fits(scope, route.reads_body):
                 await self._serve(path, route, bridge, scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _body_fits(self, scope: Scope, reads_body: bool) -> bool:
+        """No body (a GET without Content-Length or Transfer-Encoding), or a declared one within the limit."""
+        length: int | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = int(value) if value.isdigit() else self.max_body + 1
+            elif name == b"transfer-encoding":
+                return False
+        return length is None or (reads_body and length <= self.max_body) or length == 0
 
     async def _serve(
         self, path: str, route: DfgetRoute, bridge: PeerBridge, scope: Scope,
