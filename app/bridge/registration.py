@@ -2,13 +2,17 @@
 
 The first registration of a task takes a short Redis lock and probes; concurrent registrations of the
 same task on any replica wait for its result instead of probing again (the Go supernode probed on
-every registration, §15.15).
+every registration, §15.15). Within one process those waiters share one wait (``ProbeWaits``): a herd
+of a thousand first registrations polled Redis a thousand times every 50 ms, used up the connection
+pool and pushed the registrations past dfget's 5 s (benchmarks/SCALE-RESULTS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 
@@ -43,7 +47,7 @@ async def probe_geometry(
         refused = await state.unreachable_reason(tid)
         if refused is not None:
             return refused
-        await asyncio.sleep(_POLL_SECONDS)
+        await asyncio.sleep(_POLL_SECONDS * random.uniform(0.5, 1.5))  # replicas do not poll in step
 
     # The lock may have been free because a prober just finished: its verdict stands.
     geometry = await state.task_geometry(tid)
@@ -66,3 +70,30 @@ async def probe_geometry(
         await state.release_probe(tid)
         return message
     return probe.length
+
+
+Geometry = int | str
+
+
+class ProbeWaits:
+    """Registrations of one task in this process await one ``probe_geometry``.
+
+    Only a deduplication of concurrent work (no replica needs it, nothing outlives the wait). The
+    verdict is the one every waiter would read from Redis anyway; if the shared wait fails, each
+    waiter but the first tries on its own, as without sharing.
+    """
+
+    def __init__(self) -> None:
+        self._waits: dict[str, asyncio.Future[Geometry]] = {}
+
+    async def geometry(self, tid: str, probe: Callable[[], Awaitable[Geometry]]) -> Geometry:
+        shared = self._waits.get(tid)
+        if shared is None:
+            task: asyncio.Future[Geometry] = asyncio.ensure_future(probe())
+            self._waits[tid] = task
+            task.add_done_callback(lambda _done: self._waits.pop(tid, None))
+            return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(shared)
+        except Exception:
+            return await probe()

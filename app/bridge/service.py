@@ -17,7 +17,7 @@ import httpx
 
 from app.audit.events import AuditEvent, AuditSink
 from app.bridge.peer_ip import PeerAddress, ip_mismatch
-from app.bridge.registration import probe_geometry
+from app.bridge.registration import ProbeWaits, probe_geometry
 from app.bridge.task_metrics import parse_task_metrics
 from app.cdn.dispatch import SeedDispatcher
 from app.cdn.policy import SourceRefused, masked_url, source_policy
@@ -62,6 +62,7 @@ class PeerBridge:
         replay: ReplayBuffer | None = None,
     ) -> None:
         self.settings = settings
+        self._probes = ProbeWaits()  # concurrent first registrations of a task share one probe wait
         self.state = state
         self.dispatcher = dispatcher
         self.source = source
@@ -180,9 +181,9 @@ class PeerBridge:
         unprobed = outcome.result == "unprobed"
         if unprobed:
             if not probed:
-                probed.append(await probe_geometry(
+                probed.append(await self._probes.geometry(tid, lambda: probe_geometry(
                     self.settings, self.state, self.source, tid, registration.raw_url, registration.headers
-                ))
+                )))
             geometry = probed[0]
             if isinstance(geometry, str):
                 return wire.result(Code.URL_NOT_REACHABLE, geometry)
