@@ -58,16 +58,17 @@ def row(label: str, r: dict[str, Any]) -> str:
         outcome += ", TIMED OUT" if r["timed_out"] else ""
     share = f"{100 * r['p2p_share']:.1f} %" if r["p2p_share"] is not None else "–"
     pull, every = r["pull_latency_ms"], r["latency_ms"]
+    waits = 100 * r["codes"].get("/peer/task:602", 0) / max(1, pull["n"])
     return (f"| {label} | {r['requests']:,} | {r['req_per_s']:,.0f} | {r['wall_s']:.2f} | "
             f"**{r['server_cpu_ms_per_req']:.3f}** | {r['replica_cpu_ms_per_req']:.3f} | "
             f"{r['redis_cpu_ms_per_req']:.3f} | {r['emulator_cpu_ms_per_req']:.3f} | "
-            f"{pull['p50']:.0f} / {pull['p99']:.0f} | {every['p50']:.0f} / {every['p99']:.0f} | "
+            f"{pull['p50']:.0f} / {pull['p99']:.0f} | {every['p50']:.0f} / {every['p99']:.0f} | {waits:.0f} | "
             f"{r['machine_busy_pct']} | {r['replica_processes']} | {outcome}, p2p {share} |")
 
 
 HEADER = ("| {what} | requests | req/s | wall (s) | server CPU ms/req | replica | Redis | emulator | "
-          "pull p50 / p99 (ms) | all p50 / p99 (ms) | machine busy % | replica processes | outcome |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "pull p50 / p99 (ms) | all p50 / p99 (ms) | pulls answered 602 % | machine busy % | replica processes | "
+          "outcome |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 
 
 def bound(name: str, big: dict[str, Any] | None, base: dict[str, Any] | None) -> str:
@@ -154,6 +155,7 @@ def plot(peers: dict[int, dict[str, Any]], tasks: dict[int, dict[str, Any]], bas
             ax.set_xlabel(xlabel)
             ax.set_xscale("log")
             ax.set_xticks(xs, [str(x) for x in xs])
+            ax.minorticks_off()  # only the measured sizes on the log axis
             ax.grid(alpha=0.3)
     fig.suptitle("One replica: CPU per request and wall time as the work grows (bench_scale)")
     fig.tight_layout()
@@ -183,7 +185,10 @@ def write_report(json_path: Path, out_dir: Path) -> None:
         "* Emulated dfget 1.0.6 peers (app/swarm) with `instant_pieces`: every registration, pull, piece report, "
         "service/down and metrics call is real; no piece bytes move, so this is the control plane.",
         "* Server CPU = replica + state Redis, utime + stime from /proc, per request. Latency is what the "
-        "peers saw per exchange; a pull is the `/peer/task` exchange.",
+        "peers saw per exchange; a pull is the `/peer/task` exchange. A 602 answer is \"nothing for you "
+        "yet, ask again\": its share shows how much of the request count is waiting rather than work.",
+        "* The emulator runs on the same two cores and spends about as much CPU per request as the server "
+        "(the `emulator` column), so the server gets at most about one core of the two.",
         "* **The machine is shared** (2 cores, other engineers' test runs, and the emulator itself on the same "
         "cores). CPU per request is the robust figure; wall time, requests/s and latency are noisy and grow "
         "with whatever else ran (the `machine busy %` column).", "",
