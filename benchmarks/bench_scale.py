@@ -54,6 +54,7 @@ from app.swarm.replica import LocalRedis
 from app.swarm.source import SourceProcess
 from benchmarks.measure import (
     CLK_TCK,
+    Peer,
     client_loop,
     machine_busy,
     ms,
@@ -182,6 +183,7 @@ class Swarm:
     peers: int
     tasks: int
     url_for: Callable[[int], str]
+    ramp: float = 0.0  # peer i starts i/N of this many seconds after the first (0: all at once)
 
 
 Outcome = tuple[Reading, Reading, list[DfgetResult], bool]  # before, after, results, timed out
@@ -194,9 +196,13 @@ async def run_peers(env: Env, swarm: Swarm, out_dir: Path, budget: float) -> Out
     timed_out = False
     try:
         before = env.reading()
+        async def start(index: int, peer: Peer) -> None:
+            await asyncio.sleep(swarm.ramp * index / len(peers))
+            await peer.dfget.run()
+
         try:
             async with asyncio.timeout(budget):
-                await asyncio.gather(*(p.dfget.run() for p in peers))
+                await asyncio.gather(*(start(i, p) for i, p in enumerate(peers)))
         except TimeoutError:
             timed_out = True  # report what the peers did so far
         after = env.reading()
@@ -217,7 +223,8 @@ def measure(env: Env, args: argparse.Namespace, swarm: Swarm, deadline: float, l
     before, after, results, timed_out = client_loop("uvloop", run_peers(env, swarm, out_dir, budget))
     memory = env.settled_memory().minus(base)
     line = summarize(swarm, results, before, after)
-    line.update(run=label, timed_out=timed_out, background_busy_pct=background, redis_memory_delta=memory,
+    line.update(run=label, start_ramp_s=swarm.ramp, timed_out=timed_out, background_busy_pct=background,
+                redis_memory_delta=memory,
                 replica_processes=len(tree_pids(env.replica_pid)), cpus=os.cpu_count(),
                 at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     emit(args, line)
@@ -300,14 +307,15 @@ def peers_curve(env: Env, args: argparse.Namespace, deadline: float) -> None:
     for n in args.peers_curve:
         for run in range(1, args.runs + 1):
             url = env.source.url(f"blob.bin?peers={n}-{run}-{uuid.uuid4().hex[:8]}")  # a fresh task per run
-            measure(env, args, Swarm("peers", n, 1, one_url(url)), deadline, f"peers{n}-{run}")
+            measure(env, args, Swarm("peers", n, 1, one_url(url), args.ramp), deadline, f"peers{n}-{run}")
 
 
 def tasks_mode(env: Env, args: argparse.Namespace, deadline: float) -> None:
     for tasks, per_task in args.tasks:
         for run in range(1, args.runs + 1):
             nonce = uuid.uuid4().hex[:8]
-            swarm = Swarm("tasks", tasks * per_task, tasks, grouped(env, f"small.bin?task={{}}-{nonce}", per_task))
+            swarm = Swarm("tasks", tasks * per_task, tasks, grouped(env, f"small.bin?task={{}}-{nonce}", per_task),
+                          args.ramp)
             measure(env, args, swarm, deadline, f"tasks{tasks}x{per_task}-{run}")
 
 
@@ -429,6 +437,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--expiry-peers", type=int, default=200, help="peers on one task in --expiry")
     parser.add_argument("--expiry-tasks", type=int, default=100, help="plus this many tasks of 2 peers")
     parser.add_argument("--expiry-margin", type=float, default=20.0, help="seconds waited past the TTL")
+    parser.add_argument("--ramp", type=float, default=0.0,
+                        help="peers of --peers-curve/--tasks start spread over S s (0: all at once, as in the issue)")
     parser.add_argument("--warmup-peers", type=int, default=8)
     parser.add_argument("--quiet-wait", type=float, default=20.0, help="wait up to S s for an idle machine")
     parser.add_argument("--timeout", type=float, default=3600.0, help="global time budget in seconds")

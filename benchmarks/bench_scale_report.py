@@ -57,6 +57,8 @@ def row(label: str, r: dict[str, Any]) -> str:
         outcome += f", {r['back_sourced']} back-to-source, {r['supernode_5xx']} saw 5xx"
         outcome += ", TIMED OUT" if r["timed_out"] else ""
     share = f"{100 * r['p2p_share']:.1f} %" if r["p2p_share"] is not None else "–"
+    if r.get("start_ramp_s"):
+        outcome += f", started over {r['start_ramp_s']:g} s"
     pull, every = r["pull_latency_ms"], r["latency_ms"]
     waits = 100 * r["codes"].get("/peer/task:602", 0) / max(1, pull["n"])
     return (f"| {label} | {r['requests']:,} | {r['req_per_s']:,.0f} | {r['wall_s']:.2f} | "
@@ -74,6 +76,11 @@ HEADER = ("| {what} | requests | req/s | wall (s) | server CPU ms/req | replica 
 def bound(name: str, big: dict[str, Any] | None, base: dict[str, Any] | None) -> str:
     if big is None or base is None:
         return f"* {name}: not measured in this file."
+    for run in (big, base):
+        if run["back_sourced"] or run["success"] < run["peers"] or run["timed_out"]:
+            return (f"* {name}: **not judged**: in the {run['peers']}-peer run {run['back_sourced']} peers went "
+                    "back to "
+                    f"the source ({run['success']} ok), so its requests are not the workload's (see the table).")
     ratio = big["server_cpu_ms_per_req"] / base["server_cpu_ms_per_req"]
     replica = big["replica_cpu_ms_per_req"] / base["replica_cpu_ms_per_req"]
     verdict = "**met**" if ratio <= BOUND else "**not met**"
