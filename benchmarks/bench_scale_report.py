@@ -52,10 +52,10 @@ def median_by(lines: Sequence[dict[str, Any]], key: str) -> dict[Any, dict[str, 
 
 
 def row(label: str, r: dict[str, Any]) -> str:
-    outcome = f"{r['success']}/{r['peers']} ok"
-    if r["back_sourced"] or r["supernode_5xx"] or r["timed_out"]:
-        outcome += f", {r['back_sourced']} back-to-source, {r['supernode_5xx']} saw 5xx"
-        outcome += ", TIMED OUT" if r["timed_out"] else ""
+    outcome = f"{r['success'] - r['back_sourced']}/{r['peers']} done through the supernode"
+    if r["back_sourced"] or r["supernode_5xx"] or r["timed_out"] or r["success"] < r["peers"]:
+        outcome = f"**{outcome}**, {r['back_sourced']} back to the source, {r['peers'] - r['success']} failed, "
+        outcome += f"{r['supernode_5xx']} saw a 5xx" + (", TIMED OUT" if r["timed_out"] else "")
     share = f"{100 * r['p2p_share']:.1f} %" if r["p2p_share"] is not None else "–"
     if r.get("start_ramp_s"):
         outcome += f", started over {r['start_ramp_s']:g} s"
@@ -79,8 +79,7 @@ def bound(name: str, big: dict[str, Any] | None, base: dict[str, Any] | None) ->
     for run in (big, base):
         if run["back_sourced"] or run["success"] < run["peers"] or run["timed_out"]:
             return (f"* {name}: **not judged**: in the {run['peers']}-peer run {run['back_sourced']} peers went "
-                    "back to "
-                    f"the source ({run['success']} ok), so its requests are not the workload's (see the table).")
+                    f"back to the source ({run['success']} ok), so its requests are not the workload's.")
     ratio = big["server_cpu_ms_per_req"] / base["server_cpu_ms_per_req"]
     replica = big["replica_cpu_ms_per_req"] / base["replica_cpu_ms_per_req"]
     verdict = "**met**" if ratio <= BOUND else "**not met**"
@@ -93,6 +92,9 @@ def memory_section(memory: dict[str, Any] | None) -> list[str]:
     if memory is None:
         return ["Not measured in this file."]
     task, peer = memory["bytes_per_task_with_one_peer"], memory["bytes_per_peer"]
+    warning = [] if memory.get("valid") else [
+        "", "**Not valid:** some peers of these runs went back to the source or failed (see the raw lines), so "
+        "the state they left is not a full download's."]
     return [
         f"{memory['tasks']} new tasks of one peer each (a {memory['task_file_pieces']}-piece file), then "
         f"{memory['peers']} more peers on one seeded {memory['peer_task_pieces']}-piece task; deltas of `INFO memory` "
@@ -104,6 +106,7 @@ def memory_section(memory: dict[str, Any] | None) -> list[str]:
         "",
         "`used_memory` includes Redis's per-connection buffers, which grow with the replica's connection pool "
         "during a bigger swarm; `used_memory_dataset` is the keys alone and is the figure to size with.",
+        *warning,
     ]
 
 
@@ -133,6 +136,21 @@ def expiry_section(expiry: dict[str, Any] | None) -> list[str]:
                      f"{explain(k['key'])} |")
     task_keys = [k for k in expiry["outlived_ttl"] if k["key"].startswith("df:{")]
     lines += ["", f"Per-task keys (`df:{{T}}:*`) left after the TTL: {len(task_keys)}."]
+    return lines
+
+
+def herd_section(herd: list[dict[str, Any]]) -> list[str]:
+    if not herd:
+        return []
+    failed = [r for r in herd if r["back_sourced"] or r["success"] < r["peers"]]
+    lines = ["## Every peer at once (`--herd`, the issue's way)", "", HEADER.format(what="swarm"),
+             *[row(f"{r['tasks']:,} × {r['peers_per_task']}", r) for r in sorted(herd, key=lambda r: r["peers"])], ""]
+    if failed:
+        lines += [
+            f"{len(failed)} of these {len(herd)} runs had peers go back to the source: their registrations got "
+            "no answer within dfget's 5 s (`/peer/registry:None` in `codes`) or a 607 (source unreachable, a "
+            "probe that timed out under the load). Their CPU per request is not the workload's (a back-to-source "
+            "peer sends a few requests and leaves), so the bounds above are judged on the ramped series.", ""]
     return lines
 
 
@@ -172,8 +190,15 @@ def plot(peers: dict[int, dict[str, Any]], tasks: dict[int, dict[str, Any]], bas
 
 def write_report(json_path: Path, out_dir: Path) -> None:
     lines = load(json_path)
-    peers = median_by([r for r in lines if r.get("mode") == "peers"], "peers")
-    tasks = median_by([r for r in lines if r.get("mode") == "tasks"], "tasks")
+    swarms = [r for r in lines if r.get("mode") in ("peers", "tasks")]
+    for r in swarms:
+        r.setdefault("series", "herd")  # lines from before --start-rate: everyone started at once
+    ramped = any(r["series"] == "ramped" for r in swarms)
+    main = [r for r in swarms if r["series"] == ("ramped" if ramped else "herd")]
+    peers = median_by([r for r in main if r["mode"] == "peers"], "peers")
+    tasks = median_by([r for r in main if r["mode"] == "tasks"], "tasks")
+    herd = [r for r in swarms if r["series"] == "herd"] if ramped else []
+    rate = next((r["start_rate"] for r in swarms if r["series"] == "ramped"), 0)
     memory = next((r for r in reversed(lines) if r.get("mode") == "memory"), None)
     expiry = next((r for r in reversed(lines) if r.get("mode") == "expiry" and "outlived_ttl" in r), None)
     base = peers.get(200)
@@ -198,7 +223,13 @@ def write_report(json_path: Path, out_dir: Path) -> None:
         "(the `emulator` column), so the server gets at most about one core of the two.",
         "* **The machine is shared** (2 cores, other engineers' test runs, and the emulator itself on the same "
         "cores). CPU per request is the robust figure; wall time, requests/s and latency are noisy and grow "
-        "with whatever else ran (the `machine busy %` column).", "",
+        "with whatever else ran (the `machine busy %` column).",
+        "* Absolute CPU figures also move with the host: this is a VM, and time the hypervisor gives other "
+        "guests (steal) makes every CPU second do less. Compare figures within one file (one run of the "
+        "command), not across days; the raw lines carry `steal_pct`.", "",
+        *([f"* Peers start at {rate:g} per second (`--start-rate`), as a rollout's hosts arrive, in every table "
+             "but the last one, where they all start at once (`--herd`, as the issue measured)."] if ramped else []),
+        "",
         "## Peers on one task (64 MiB, 16 pieces)", "", HEADER.format(what="peers"),
         *[row(f"{n:,}", r) for n, r in peers.items()], "",
         "## Concurrent tasks", "", HEADER.format(what="tasks × peers"),
@@ -209,6 +240,7 @@ def write_report(json_path: Path, out_dir: Path) -> None:
         bound(f"{max(tasks) if tasks else '?'} tasks × 5 peers vs 1 task × 200 peers",
               tasks[max(tasks)] if tasks else None, base), "",
         "## Redis memory per task and per peer", "", *memory_section(memory), "",
+        *herd_section(herd),
         "## Expiry: is Redis back to its baseline after the TTL?", "", *expiry_section(expiry), "",
         "![scale](scale.png)", "",
     ]

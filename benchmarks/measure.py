@@ -87,6 +87,11 @@ def machine_busy() -> tuple[float, float, float]:
     return total - idle, total, values[5] + values[6]
 
 
+def steal_jiffies() -> int:
+    """CPU time the hypervisor gave to other guests (all CPUs): a VM's CPU seconds are slower when it grows."""
+    return int(Path("/proc/stat").read_text().splitlines()[0].split()[8])
+
+
 def background_busy(seconds: float) -> float:
     """Percentage of the machine busy over ``seconds`` while this benchmark sends nothing."""
     busy0, total0, _ = machine_busy()
