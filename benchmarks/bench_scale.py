@@ -80,6 +80,7 @@ PULL = "/peer/task"
 SHORT_TTL = 10  # the smallest DF_TASK_TTL_SECONDS the settings accept
 VERSIONS = ["1.0.6"]
 FAILED: list[str] = []  # runs where a peer failed, went back to the source or saw a 5xx: exit status 1
+INTERRUPTED: list[bool] = []  # a stop signal arrived during a swarm
 
 
 class BenchTimeout(Exception):
@@ -194,6 +195,7 @@ class Swarm:
 
 
 Outcome = tuple[Reading, Reading, list[DfgetResult], bool]  # before, after, results, timed out
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGALRM)
 
 
 async def run_peers(env: Env, swarm: Swarm, out_dir: Path, budget: float) -> Outcome:
@@ -201,20 +203,37 @@ async def run_peers(env: Env, swarm: Swarm, out_dir: Path, budget: float) -> Out
     nodes = [env.node]  # one replica: every entry of the peers' node lists is it
     peers = await start_peers(swarm.peers, nodes, swarm.url_for, out_dir, VERSIONS)
     timed_out = False
+
+    async def start(index: int, peer: Peer) -> None:
+        if swarm.start_rate:
+            await asyncio.sleep(index / swarm.start_rate)
+        await peer.dfget.run()
+
+    # A signal raised as an exception inside the loop would end one peer's task, not the swarm:
+    # inside a swarm SIGTERM and the alarm cancel the swarm, which then stops like a timeout.
+    loop, swarm_task = asyncio.get_running_loop(), asyncio.ensure_future(
+        asyncio.gather(*(start(i, p) for i, p in enumerate(peers))))
+    def stop() -> None:
+        INTERRUPTED.append(True)
+        swarm_task.cancel()
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop)
     try:
         before = env.reading()
-        async def start(index: int, peer: Peer) -> None:
-            if swarm.start_rate:
-                await asyncio.sleep(index / swarm.start_rate)
-            await peer.dfget.run()
-
         try:
             async with asyncio.timeout(budget):
-                await asyncio.gather(*(start(i, p) for i, p in enumerate(peers)))
-        except TimeoutError:
+                await asyncio.shield(swarm_task)
+        except (TimeoutError, asyncio.CancelledError):
             timed_out = True  # report what the peers did so far
+            swarm_task.cancel()
+            await asyncio.gather(swarm_task, return_exceptions=True)
         after = env.reading()
     finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)  # this leaves SIG_DFL: main()'s handlers must come back
+            signal.signal(sig, previous[sig])
         await stop_peers(peers)
     return before, after, [p.dfget.result for p in peers], timed_out
 
@@ -228,7 +247,8 @@ def measure(env: Env, args: argparse.Namespace, swarm: Swarm, deadline: float, l
     base = env.settled_memory()
     out_dir = env.workdir / f"out-{label}"
     out_dir.mkdir(parents=True)
-    before, after, results, timed_out = client_loop("uvloop", run_peers(env, swarm, out_dir, budget))
+    swarm_budget = min(budget, args.swarm_timeout)
+    before, after, results, timed_out = client_loop("uvloop", run_peers(env, swarm, out_dir, swarm_budget))
     memory = env.settled_memory().minus(base)
     line = summarize(swarm, results, before, after)
     line.update(run=label, start_rate=swarm.start_rate, series="ramped" if swarm.start_rate else "herd",
@@ -237,10 +257,10 @@ def measure(env: Env, args: argparse.Namespace, swarm: Swarm, deadline: float, l
                 replica_processes=len(tree_pids(env.replica_pid)), cpus=os.cpu_count(),
                 at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     emit(args, line)
-    if line["success"] < swarm.peers or line["back_sourced"] or line["supernode_5xx"]:
+    if line["success"] < swarm.peers or line["back_sourced"] or line["supernode_5xx"] or timed_out:
         FAILED.append(label)
-    if timed_out:
-        raise BenchTimeout(f"global timeout reached during {label}")
+    if timed_out and (time.monotonic() >= deadline - 1 or INTERRUPTED):
+        raise BenchTimeout(f"stopped during {label}")
     return line
 
 
@@ -333,13 +353,13 @@ def memory_mode(env: Env, args: argparse.Namespace, deadline: float) -> None:
     """Bytes per task (T new tasks, one peer each), then bytes per peer (P more peers on one seeded task)."""
     nonce = uuid.uuid4().hex[:8]
     tasks = Swarm("memory-tasks", args.memory_tasks, args.memory_tasks,
-                  lambda i: env.source.url(f"small.bin?mem={i}-{nonce}"), args.start_rate)
+                  lambda i: env.source.url(f"small.bin?mem={i}-{nonce}"), args.memory_rate)
     line = measure(env, args, tasks, deadline, "memory-tasks")
     valid = clean(line)
     per_task = {k: round(v / args.memory_tasks) for k, v in line["redis_memory_delta"].items()}
     url = env.source.url(f"blob.bin?mem-peers={nonce}")
     valid &= clean(measure(env, args, Swarm("memory-seed", 1, 1, one_url(url)), deadline, "memory-seed"))
-    peers = Swarm("memory-peers", args.memory_peers, 1, one_url(url), args.start_rate)
+    peers = Swarm("memory-peers", args.memory_peers, 1, one_url(url), args.memory_rate)
     line = measure(env, args, peers, deadline, "memory-peers")
     valid &= clean(line)
     per_peer = {k: round(v / args.memory_peers) for k, v in line["redis_memory_delta"].items()}
@@ -387,7 +407,7 @@ def expiry_mode(env: Env, args: argparse.Namespace, deadline: float) -> None:
     blob = env.source.url(f"blob.bin?expiry={nonce}")
     swarm = Swarm("expiry", big + 2 * small, 1 + small,
                   lambda i: blob if i < big else env.source.url(f"small.bin?expiry={(i - big) // 2}-{nonce}"),
-                  args.start_rate)
+                  args.memory_rate)
     line = measure(env, args, swarm, deadline, "expiry-swarm")
     during = env.memory()
     time.sleep(SHORT_TTL + args.expiry_margin)  # past every task TTL (they are refreshed until the last report)
@@ -452,9 +472,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size-mib", type=int, default=64, help="the one-task file (64 MiB: 16 pieces)")
     parser.add_argument("--task-pieces", type=int, default=2, help="pieces of the small file of --tasks/--memory")
     parser.add_argument("--memory-tasks", type=int, default=500)
-    parser.add_argument("--memory-peers", type=int, default=500)
-    parser.add_argument("--expiry-peers", type=int, default=200, help="peers on one task in --expiry")
-    parser.add_argument("--expiry-tasks", type=int, default=100, help="plus this many tasks of 2 peers")
+    parser.add_argument("--memory-peers", type=int, default=200)
+    # Slow enough that one replica serves every peer: an overloaded peer goes back to the source and
+    # leaves less state than a download through the supernode.
+    parser.add_argument("--memory-rate", type=float, default=50.0,
+                        help="peers started per second in --memory and --expiry")
+    parser.add_argument("--expiry-peers", type=int, default=100, help="peers on one task in --expiry")
+    parser.add_argument("--expiry-tasks", type=int, default=50, help="plus this many tasks of 2 peers")
     parser.add_argument("--expiry-margin", type=float, default=20.0, help="seconds waited past the TTL")
     parser.add_argument("--start-rate", type=float, default=200.0,
                         help="peers started per second in every mode (0: all at once)")
@@ -463,6 +487,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-peers", type=int, default=8)
     parser.add_argument("--quiet-wait", type=float, default=20.0, help="wait up to S s for an idle machine")
     parser.add_argument("--timeout", type=float, default=3600.0, help="global time budget in seconds")
+    parser.add_argument("--swarm-timeout", type=float, default=600.0,
+                        help="one swarm may take this long; then it is recorded as timed out and the next runs")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (replica and worker logs)")
     args = parser.parse_args(argv)
     if args.all:
