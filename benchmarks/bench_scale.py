@@ -249,11 +249,12 @@ def measure(env: Env, args: argparse.Namespace, swarm: Swarm, deadline: float, l
     out_dir.mkdir(parents=True)
     swarm_budget = min(budget, args.swarm_timeout)
     before, after, results, timed_out = client_loop("uvloop", run_peers(env, swarm, out_dir, swarm_budget))
+    right_after = env.memory()  # before any short TTL can pass (--expiry)
     memory = env.settled_memory().minus(base)
     line = summarize(swarm, results, before, after)
     line.update(run=label, start_rate=swarm.start_rate, series="ramped" if swarm.start_rate else "herd",
                 timed_out=timed_out, background_busy_pct=background,
-                redis_memory_delta=memory,
+                redis_memory_delta=memory, redis_right_after=right_after.__dict__,
                 replica_processes=len(tree_pids(env.replica_pid)), cpus=os.cpu_count(),
                 at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     emit(args, line)
@@ -409,7 +410,7 @@ def expiry_mode(env: Env, args: argparse.Namespace, deadline: float) -> None:
                   lambda i: blob if i < big else env.source.url(f"small.bin?expiry={(i - big) // 2}-{nonce}"),
                   args.memory_rate)
     line = measure(env, args, swarm, deadline, "expiry-swarm")
-    during = env.memory()
+    during = Memory(**line["redis_right_after"])
     time.sleep(SHORT_TTL + args.expiry_margin)  # past every task TTL (they are refreshed until the last report)
     after = env.settled_memory()
     after_keys = key_census(env.admin)

@@ -147,7 +147,7 @@ def expiry_section(expiry: dict[str, Any] | None) -> list[str]:
         "| | DBSIZE | used_memory (B) | used_memory_dataset (B) |", "|---|---:|---:|---:|",
         f"| baseline (replica and worker up, warm-up expired) | {b['keys']} | {b['used_memory']:,} | "
         f"{b['dataset']:,} |",
-        f"| after the swarm | {s['keys']} | {s['used_memory']:,} | {s['dataset']:,} |",
+        f"| right after the swarm | {s['keys']} | {s['used_memory']:,} | {s['dataset']:,} |",
         f"| {expiry['waited_s']:g} s later | {a['keys']} | {a['used_memory']:,} | {a['dataset']:,} |", "",
         "Keys new or grown since the baseline once the TTL had passed (TTL -1 = none):", "",
         "| key | type | TTL (s) | members now (baseline) | bytes now (baseline) | after one more registration | why |",
