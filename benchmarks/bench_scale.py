@@ -13,13 +13,16 @@ Every mode starts that cluster afresh (an empty Redis) and warms it up on a smal
 * ``--expiry``: task TTL set to 10 s (``DF_TASK_TTL_SECONDS``); after a swarm, wait past it and list
   every key that outlived it (DBSIZE and used_memory against the baseline), then again after one more
   registration (which runs the lazy GC of the global indexes).
-* ``--start-rate 200``: peers start at this many per second (the default), in every mode; ``0``: all at
-  once. ``--herd`` also runs ``--peers-curve`` and ``--tasks`` all at once, as the issue measured:
-  the ramped series is the one the bounds are judged on when both exist (see SCALE-RESULTS.md).
+* ``--start-rate 200``: peers of ``--peers-curve`` and ``--tasks`` start at this many per second (the
+  default); ``0``: all at once. ``--herd`` also runs both all at once, as the issue measured: the
+  ramped series is the one the bounds are judged on when both exist (see SCALE-RESULTS.md).
+  ``--memory`` and ``--expiry`` start theirs at ``--memory-rate`` (50/s), slow enough to be served.
 * ``--all``: all four (plus ``--herd``) into a fresh ``--json`` file, then ``--report``.
 * ``--report``: benchmarks/SCALE-RESULTS.md and scale.png from the JSON file (bench_scale_report.py).
 
 Each run prints one JSON line and appends it to ``--json`` (default benchmarks/SCALE-RESULTS.jsonl).
+A swarm is bounded by ``--swarm-timeout`` (recorded as timed out), the invocation by ``--timeout``.
+Exit status 1 when a peer failed, went back to the source or saw a 5xx; 2 when stopped.
 
     .venv/bin/python -m benchmarks.bench_scale --all
     .venv/bin/python -m benchmarks.bench_scale --peers-curve 50,100 --json /tmp/s.jsonl   # development
