@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -38,24 +36,37 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 import redis
 
-from app.swarm import Dfget, DfgetResult, Uploader, loopback_ip, make_http_client, rotated
+from app.swarm import DfgetResult
 from app.swarm.cluster import LocalCluster as Cluster
 from app.swarm.source import SourceProcess
+from benchmarks.measure import (
+    CLK_TCK,
+    all_processes,
+    children_of,
+    client_loop,
+    machine_busy,
+    ms,
+    percentile,
+    prepare_client_process,
+    proc_cpu,
+    redis_counters,
+    redis_pid,
+    start_peers,
+    stop_peers,
+    wait_quiet,
+)
 
-T = TypeVar("T")
 MIB = 1024 * 1024
 REDIS_BASE = os.environ.get("DF_TEST_REDIS", "redis://127.0.0.1:6379")
 LEASE_KEY = "df-tests:db-lease:{}"  # the test suite's lease keys (tests/conftest.py), so runs never share dbs
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -64,104 +75,6 @@ class BenchTimeout(Exception):
 
 
 # --- CPU accounting ------------------------------------------------------------------------------
-
-
-def proc_cpu(pid: int, descendants: bool = False) -> float:
-    """utime + stime (all threads) of one process, optionally plus its live descendants.
-
-    Descendants matter for the Celery worker (prefork pool children). A child that exits inside the
-    window takes its CPU with it, but the pool children live as long as the worker.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    # Field 2 (comm) may contain spaces and parentheses: split after the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    total = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    if descendants:
-        for child in children_of(pid):
-            total += proc_cpu(child, descendants=True)
-    return total
-
-
-def children_of(pid: int) -> list[int]:
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def all_processes() -> dict[int, tuple[str, float]]:
-    """pid → (command name, CPU seconds) of every process, to name the "other" CPU consumers.
-
-    Includes the CPU of reaped children (cutime + cstime): a test run elsewhere that starts and stops
-    servers inside our window shows up on its pytest process that way.
-    """
-    found: dict[int, tuple[str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (entry / "stat").read_text()
-            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-            fields = stat.rsplit(")", 1)[1].split()
-            found[int(entry.name)] = (comm, sum(int(v) for v in fields[11:15]) / CLK_TCK)
-    return found
-
-
-def machine_busy() -> tuple[float, float, float]:
-    """(busy, total, irq + softirq) jiffies of all CPUs, from the first line of /proc/stat.
-
-    Interrupt time (loopback packets are processed in softirq context) is charged to no process.
-    """
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # guest time is already included in user/nice
-    return total - idle, total, values[5] + values[6]
-
-
-def background_busy(seconds: float) -> float:
-    """Percentage of the machine busy over ``seconds`` while this benchmark sends nothing."""
-    busy0, total0, _ = machine_busy()
-    time.sleep(seconds)
-    busy1, total1, _ = machine_busy()
-    return 100 * (busy1 - busy0) / max(1, total1 - total0)
-
-
-def wait_quiet(max_wait: float, threshold: float = 15.0) -> float:
-    """Wait (up to ``max_wait`` s) until the machine is nearly idle; returns the last busy percentage.
-
-    The machine is shared (other jobs, other people's test runs against the same Redis): a run that
-    starts while something else burns a core measures that too. The JSON line says how busy it was.
-    """
-    deadline = time.monotonic() + max_wait
-    while True:
-        busy = background_busy(1.0)
-        if busy < threshold or time.monotonic() >= deadline:
-            return round(busy, 1)
-
-
-def redis_pid(client: redis.Redis) -> int | None:
-    """redis-server's pid, if it is a process of this machine we can read (not another namespace)."""
-    pid = int(client.info("server")["process_id"])
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text()
-    except OSError:
-        return None
-    return pid if "redis" in comm else None
-
-
-def redis_counters(client: redis.Redis) -> tuple[int, int, int]:
-    """(commands, EVALSHA calls, µs inside EVALSHA) the whole server processed so far.
-
-    Commands run by scripts count as commands too. Other clients of the same Redis are included.
-    """
-    stats = client.info("commandstats")
-    evalsha = stats.get("cmdstat_evalsha", {"calls": 0, "usec": 0})
-    total = int(client.info("stats")["total_commands_processed"])
-    return total, int(evalsha["calls"]), int(evalsha["usec"])
 
 
 @dataclass
@@ -233,18 +146,6 @@ def leased_dbs(forced: int | None) -> Iterator[tuple[str, str]]:
 # --- one measured swarm --------------------------------------------------------------------------
 
 
-def percentile(sorted_values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of an already sorted list (0 if empty)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, min(len(sorted_values), round(pct / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
-
-
 @dataclass
 class RunConfig:
     peers: int
@@ -257,59 +158,10 @@ class RunConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Peer:
-    dfget: Dfget
-    uploader: Uploader
-    http: httpx.AsyncClient
-
-
-async def start_peers(config: RunConfig, nodes: list[str], url: str, out_dir: Path) -> list[Peer]:
-    """N dfgets with their peer servers, each with its own small HTTP connection pool.
-
-    Not ``Swarm(share_http=True)``: httpcore's pool scans every pooled connection (and polls each idle
-    socket) on every request, so one pool of ~1000 connections costs the client O(connections) CPU per
-    request, a quadratic cost that made the emulator, not the supernode, the bottleneck. A pool per
-    peer is also what 200 real dfget processes have. The pools are made here, before the clock starts
-    (a client builds an SSL context, ~10 ms), not inside ``Dfget.run`` as ``Swarm`` would.
-    """
-    peers = []
-    for index in range(config.peers):
-        version = config.versions[index % len(config.versions)]
-        ip = loopback_ip(index)  # distinct 127/8 hosts, like 200 machines; still loopback only
-        http = make_http_client(max_connections=16)
-        uploader = await Uploader(ip, version=version, http=http, data_dir=out_dir).start()
-        dfget = Dfget(
-            # Three entries, like the README's VIP list (a failed request migrates to the next entry;
-            # dfget 1.0.5+ never goes back to one it used), starting at replica i mod N.
-            [rotated(nodes, index)[k % len(nodes)] for k in range(3)],
-            url,
-            out_dir / f"peer{index}.bin",
-            uploader=uploader,
-            version=version,
-            ip=ip,
-            http=http,
-            instant_pieces=True,
-            sleep_scale=config.sleep_scale,
-        )
-        peers.append(Peer(dfget, uploader, http))
-    return peers
-
-
-async def stop_peers(peers: list[Peer]) -> None:
-    # service/down of every peer server (outside the measured window), bounded like everything else.
-    try:
-        async with asyncio.timeout(60):
-            await asyncio.gather(*(p.uploader.stop(notify=True) for p in peers))
-    except TimeoutError:
-        await asyncio.gather(*(p.uploader.stop(notify=False) for p in peers))
-    await asyncio.gather(*(p.http.aclose() for p in peers))
-
-
 async def run_swarm(
     config: RunConfig, nodes: list[str], url: str, out_dir: Path, targets: Targets, budget: float, run: int | str
 ) -> tuple[dict[str, Any], list[DfgetResult]]:
-    peers = await start_peers(config, nodes, url, out_dir)
+    peers = await start_peers(config.peers, nodes, lambda _i: url, out_dir, config.versions, config.sleep_scale)
     timed_out = False
     try:
         before = targets.snapshot()
@@ -594,21 +446,6 @@ def dump_peers(path: Path, run: int, results: list[DfgetResult]) -> None:
             }) + "\n")
 
 
-def client_loop(args: argparse.Namespace, main: Coroutine[Any, Any, T]) -> T:
-    """Run one swarm in a fresh event loop: uvloop unless ``--client-loop asyncio``.
-
-    The emulator shares the machine with the servers, so every client CPU cycle saved is one the
-    supernode can use; uvloop is a client-side choice only (the replicas keep their own loop).
-    """
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    if args.client_loop == "uvloop":
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main)
-
-
 def bench(args: argparse.Namespace, workdir: Path, state_url: str, broker_url: str) -> int:
     """Start everything, warm up, run the measured swarms (each in its own event loop), stop everything."""
     deadline = time.monotonic() + args.timeout
@@ -661,7 +498,7 @@ def bench(args: argparse.Namespace, workdir: Path, state_url: str, broker_url: s
                 budget = max(1.0, deadline - time.monotonic())
                 out_dir = workdir / "out-warm"
                 out_dir.mkdir()
-                client_loop(args, run_swarm(warm, nodes, url, out_dir, targets, budget, "warmup"))
+                client_loop(args.client_loop, run_swarm(warm, nodes, url, out_dir, targets, budget, "warmup"))
             profile_dir = Path(args.profile).resolve() if args.profile else None
             spy: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
             if profile_dir is not None:
@@ -677,7 +514,8 @@ def bench(args: argparse.Namespace, workdir: Path, state_url: str, broker_url: s
                     url = source.url(f"blob.bin?run={run}-{nonce}")
                     out_dir = workdir / f"out{run}"
                     out_dir.mkdir()
-                    line, results = client_loop(args, run_swarm(config, nodes, url, out_dir, targets, budget, run))
+                    swarm = run_swarm(config, nodes, url, out_dir, targets, budget, run)
+                    line, results = client_loop(args.client_loop, swarm)
                     line["source_full_gets"] = source.stats("blob.bin")["full_gets"]
                     print(json.dumps(line), flush=True)
                     if args.dump:
@@ -756,14 +594,7 @@ def workspace(keep: bool) -> Iterator[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # httpcore runs ``import sniffio`` on every request; without sniffio installed that is a failed
-    # import, i.e. a search of every sys.path entry each time (~0.4 ms of client CPU per request).
-    # A None entry makes the import fail at once, with the same outcome ("asyncio"). Client side only.
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
-    # 200 peer servers plus up to ~1000 pooled client connections: lift the soft fd limit to the hard one.
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    prepare_client_process()
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise BenchTimeout(f"signal {signum}")

@@ -35,7 +35,8 @@ from app.state import schema
 from app.swarm import Swarm
 from app.swarm.cluster import LocalCluster
 from app.swarm.source import SourceProcess
-from benchmarks.bench_control_plane import MIB, leased_dbs, ms, percentile, proc_cpu, redis_pid
+from benchmarks.bench_control_plane import MIB, leased_dbs
+from benchmarks.measure import ms, percentile, proc_cpu, redis_pid
 
 TOKEN = "bench-dashboard-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
