@@ -37,6 +37,7 @@ from app.cdn.source import make_source_client
 from app.cdn.storage import LocalSeedStorage
 from app.cluster.gauges import run_gauge_loop
 from app.cluster.heartbeat import ReplicaPresence
+from app.cluster.maintenance import run_index_prune
 from app.cluster.readiness import Readiness
 from app.core import logjson, lograte
 from app.core.config import Settings, get_settings
@@ -101,6 +102,7 @@ def create_app(
         app.state.audit_runtime = None
         if role.primary:  # once per replica, not per worker (app.core.process)
             loops.append(asyncio.create_task(run_gc_loop(redis, storage, settings)))
+            loops.append(asyncio.create_task(run_index_prune(redis, state, settings)))
             loops.append(asyncio.create_task(
                 run_gauge_loop(redis, settings.gauge_refresh_seconds, settings, WorkerProbe(dispatcher))
             ))

@@ -147,6 +147,22 @@ class ClusterState:
         reply = await self._run(name, tid, *args)
         return orjson.loads(reply) if isinstance(reply, str) else reply
 
+    # --- indexes -----------------------------------------------------------------------------
+
+    async def prune_indexes(self, batch: int = 1000) -> int:
+        """Drop index entries past the task TTL: tasks from ``df:tasks``, peer records from the peer list
+        (registrations prune those only as they come, so after the last one they stayed). Returns how
+        many entries went."""
+        now, ttl = now_ms(), self.settings.task_ttl_seconds
+        removed: int = await self.redis.zremrangebyscore(schema.TASK_INDEX, "-inf", now - ttl * 1000)
+        while True:
+            went: int = await self._script("prune_peers")(
+                keys=[schema.PEERS, schema.PEERS_SEEN], args=["", ttl, now, batch]
+            )
+            removed += went
+            if went < batch:
+                return removed
+
     # --- registration ------------------------------------------------------------------------
 
     async def task_geometry(self, tid: str) -> tuple[int, int] | None:
