@@ -1,18 +1,19 @@
 """Control-plane benchmark: N emulated dfgets × one big file, piece "downloads" instant.
 
 The workload of the performance issue: 200 peers fetch a 64 MiB file through a real cluster on
-loopback (by default 2 replicas ``python -m app`` + 1 Celery worker, the real Redis, a local origin
-serving random bytes). The emulator runs with ``instant_pieces=True``: every registration, pull,
-``/peer/piece/suc`` and metrics report is really sent, but no piece bytes move, so what is measured is
-the supernode's control plane. Peer i talks to replica i mod N (its rotated node list), which spreads
-the load evenly without a load balancer in the measured path.
+loopback (by default 1 replica ``python -m app`` with its default DF_WORKERS, 1 Celery worker, the
+real Redis, a local origin serving random bytes). The emulator runs with ``instant_pieces=True``:
+every registration, pull, ``/peer/piece/suc`` and metrics report is really sent, but no piece bytes
+move, so what is measured is the supernode's control plane. Peer i talks to replica i mod N (its
+rotated node list), which spreads the load evenly without a load balancer in the measured path.
 
 One JSON line is printed per run (``--runs``, default 3): request count and rate, latency percentiles
 (the emulator's per-exchange ``elapsed``), the swarm's wall time, CPU seconds of the replicas, of
 redis-server, of the worker and of the emulator itself (from ``/proc/<pid>/stat`` deltas) and the
 outcome (successes, pieces from peers vs the seed cache).
 
-    .venv/bin/python -m benchmarks.bench_control_plane [--peers 200] [--replicas 2] [--workers 1] [--runs 3]
+    .venv/bin/python -m benchmarks.bench_control_plane [--peers 200] [--replicas 1] [--replica-workers N]
+        [--workers 1] [--runs 3]
     .venv/bin/python -m benchmarks.bench_control_plane --embedded        # one embedded-mode process
     .venv/bin/python -m benchmarks.bench_control_plane --profile DIR     # py-spy on replica 0 (needs py-spy)
 
@@ -61,6 +62,7 @@ from benchmarks.measure import (
     redis_pid,
     start_peers,
     stop_peers,
+    tree_cpu,
     wait_quiet,
 )
 
@@ -101,7 +103,8 @@ class Targets:
     def snapshot(self) -> CpuSnapshot:
         return CpuSnapshot(
             at=time.monotonic(),
-            replicas=[proc_cpu(pid) for pid in self.replica_pids],
+            # A replica is a process tree with DF_WORKERS > 1: its supervisor and the workers.
+            replicas=[tree_cpu(pid) for pid in self.replica_pids],
             worker=sum(proc_cpu(pid, descendants=True) for pid in self.worker_pids),
             redis=proc_cpu(self.redis_pid) if self.redis_pid else None,
             # The swarm runs in this process: all of its threads' CPU is the client's cost.
@@ -235,6 +238,10 @@ def summarize(
         "replica_cpu_s_per_1k_req": round(sum(replica_cpu) * per_k, 3),
         "redis_cpu_s_per_1k_req": round(redis_cpu * per_k, 3) if redis_cpu is not None else None,
         "emulator_cpu_s_per_1k_req": round(emulator_cpu * per_k, 3),
+        # The emulator's code is the same in every run, so its CPU per request is a yardstick of the
+        # machine's speed at the time: on a shared VM the raw figures drift by a quarter between runs,
+        # this ratio much less (benchmarks/RESULTS.md compares code versions by it).
+        "replica_per_emulator_cpu": round(sum(replica_cpu) / emulator_cpu, 3) if emulator_cpu else None,
         "cpu_s": {
             "replicas": [round(c, 2) for c in replica_cpu],
             "redis": round(redis_cpu, 2) if redis_cpu is not None else None,
@@ -415,6 +422,8 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
 
 def start_cluster(workdir: Path, args: argparse.Namespace, state_url: str, broker_url: str) -> Cluster:
     extra: dict[str, str] = {}
+    if args.replica_workers:
+        extra["DF_WORKERS"] = str(args.replica_workers)
     if args.redis_max_connections:
         extra["DF_REDIS_MAX_CONNECTIONS"] = str(args.redis_max_connections)
     path = [*filter(None, [os.environ.get("PYTHONPATH")])]
@@ -547,7 +556,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--peers", type=int, default=200)
     parser.add_argument("--size-mib", type=int, default=64, help="file size in MiB (random bytes)")
-    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--replicas", type=int, default=1, help="replicas, each with its default DF_WORKERS")
+    parser.add_argument("--replica-workers", type=int, default=None, help="DF_WORKERS of each replica")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--versions", default="1.0.6", help="comma-separated dfget versions, assigned round-robin")
