@@ -99,15 +99,16 @@ def create_app(
         shared.collector.share(Path(multiproc) / "cluster-snapshot.pickle" if multiproc else None, role.primary)
         presence = ReplicaPresence(redis, settings, role)
         heartbeat = None
-        app.state.audit_runtime = None
+        # Every worker consumes audit events and answers /api/v1/audit; the group hands each event to
+        # one consumer (app.audit.writer), so each worker is a consumer of its own name.
+        consumer = presence.id if role.count == 1 else f"{presence.id}-{role.index}"
+        app.state.audit_runtime = AuditRuntime.start(redis, settings, consumer)
         if role.primary:  # once per replica, not per worker (app.core.process)
             loops.append(asyncio.create_task(run_gc_loop(redis, storage, settings)))
             loops.append(asyncio.create_task(run_index_prune(redis, state, settings)))
             loops.append(asyncio.create_task(
                 run_gauge_loop(redis, settings.gauge_refresh_seconds, settings, WorkerProbe(dispatcher))
             ))
-            # The audit consumer: one named consumer per replica in the one group (each event written once).
-            app.state.audit_runtime = AuditRuntime.start(redis, settings, presence.id)
             await presence.start()
             heartbeat = asyncio.create_task(presence.run())
         try:
@@ -120,8 +121,7 @@ def create_app(
             if heartbeat is not None:
                 heartbeat.cancel()
                 await asyncio.gather(heartbeat, return_exceptions=True)  # it deregisters before Redis closes
-            if app.state.audit_runtime is not None:
-                await app.state.audit_runtime.stop()
+            await app.state.audit_runtime.stop()
             await app.state.preheat.close()
             await dispatcher.close()
             await probe_client.aclose()

@@ -2,8 +2,9 @@
 
 A replica runs one or more worker processes on the same two ports (app.server.supervisor). They all
 answer requests; the first one (``primary``) also does the replica's own background work, which must
-happen once per replica, not once per process: the heartbeat (one replica, one id), the audit
-consumer (one consumer name per replica), the seed-cache disk GC and the cluster-wide gauges.
+happen once per replica, not once per process: the heartbeat (one replica, one id), the seed-cache
+disk GC, the index upkeep and the cluster-wide gauges. (Audit events are consumed by every worker,
+each a consumer of its own name in the one group.)
 """
 
 from __future__ import annotations
