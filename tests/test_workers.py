@@ -119,6 +119,15 @@ def test_workers_share_both_ports_and_their_metrics_add_up(cluster: Cluster, tmp
             assert float(line.rsplit(" ", 1)[1]) == n, line
     listed = httpx.get(f"{api}/api/v1/cluster", headers=cluster_auth()).json()["replicas"]
     assert [(r["pid"], r["workers"], r["self"]) for r in listed] == [(replica.popen.pid, 2, True)]
+    # Every worker answers the REST API alike (a fresh connection each time lands on either one).
+    audit, views = set(), set()
+    for _ in range(10):
+        answer = httpx.get(f"{api}/api/v1/audit", headers=cluster_auth() | {"Connection": "close"})
+        audit.add((answer.status_code, answer.json()["message"]))
+        view = httpx.get(f"{api}/api/v1/cluster", headers=cluster_auth() | {"Connection": "close"}).json()
+        views.add((view["database"]["status"], len(view["replicas"])))
+    assert len(audit) == 1 and next(iter(audit))[0] == 503, audit  # no database in this test: 503, never 500
+    assert len(views) == 1, views
 
 
 def cluster_auth() -> dict[str, str]:
