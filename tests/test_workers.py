@@ -97,14 +97,15 @@ def test_workers_share_both_ports_and_their_metrics_add_up(cluster: Cluster, tmp
     n = 300
 
     async def burst() -> None:
-        # A new connection per request, 30 at a time, so the kernel hands them to both workers.
-        async def one(i: int) -> None:
-            async with httpx.AsyncClient() as client:
+        # A new connection per request (no keep-alive), 30 at a time, so the kernel hands them to both.
+        limits = httpx.Limits(max_connections=30, max_keepalive_connections=0)
+        async with httpx.AsyncClient(limits=limits) as client:
+            async def one(i: int) -> None:
                 reply = await client.get(f"{api}/peer/task", params={"taskId": "x" * 64, "srcCid": f"c{i}"})
                 assert reply.status_code == 200 and reply.json()["code"] != 500
 
-        for start_at in range(0, n, 30):
-            await asyncio.gather(*(one(i) for i in range(start_at, start_at + 30)))
+            for start_at in range(0, n, 30):
+                await asyncio.gather(*(one(i) for i in range(start_at, start_at + 30)))
 
     asyncio.run(burst())
     mine = requests_by_pid(metrics_dir, "/peer/task")
@@ -121,11 +122,12 @@ def test_workers_share_both_ports_and_their_metrics_add_up(cluster: Cluster, tmp
     assert [(r["pid"], r["workers"], r["self"]) for r in listed] == [(replica.popen.pid, 2, True)]
     # Every worker answers the REST API alike (a fresh connection each time lands on either one).
     audit, views = set(), set()
-    for _ in range(10):
-        answer = httpx.get(f"{api}/api/v1/audit", headers=cluster_auth() | {"Connection": "close"})
-        audit.add((answer.status_code, answer.json()["message"]))
-        view = httpx.get(f"{api}/api/v1/cluster", headers=cluster_auth() | {"Connection": "close"}).json()
-        views.add((view["database"]["status"], len(view["replicas"])))
+    with httpx.Client(headers=cluster_auth(), limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        for _ in range(10):
+            answer = client.get(f"{api}/api/v1/audit")
+            audit.add((answer.status_code, answer.json()["message"]))
+            view = client.get(f"{api}/api/v1/cluster").json()
+            views.add((view["database"]["status"], len(view["replicas"])))
     assert len(audit) == 1 and next(iter(audit))[0] == 503, audit  # no database in this test: 503, never 500
     assert len(views) == 1, views
 
