@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -58,10 +59,12 @@ class PieceServerThread:
         self._thread.join()
 
 
-def on_loop(loop: asyncio.AbstractEventLoop, call: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
+def on_loop(
+    loop: asyncio.AbstractEventLoop, call: Callable[[], Coroutine[Any, Any, int]]
+) -> Callable[[], Awaitable[int]]:
     """``call`` (a coroutine function of ``loop``'s thread) made awaitable from another loop."""
 
     async def crossed() -> int:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), loop))  # type: ignore[arg-type]
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), loop))
 
     return crossed
