@@ -126,7 +126,7 @@ class Supervisor:
     def _restart(self, worker: _Worker, code: int) -> None:
         quick = time.monotonic() - worker.started < CRASH_WINDOW_SECONDS
         deaths = worker.quick_deaths + 1 if quick else 0
-        log.error("worker %d (pid %d) exited with %d; starting it again", worker.index, worker.pid, code)
+        log.error("worker %d (pid %d) exited with %d", worker.index, worker.pid, code)
         if deaths >= CRASH_LIMIT:
             log.critical("worker %d died %d times within %.0f s of its start: stopping the replica",
                          worker.index, deaths, CRASH_WINDOW_SECONDS)
@@ -135,4 +135,5 @@ class Supervisor:
             return
         time.sleep(RESTART_DELAY_SECONDS * (1 + deaths))
         if not self.stopping:
+            log.info("starting worker %d again", worker.index)
             self._spawn(worker.index, deaths)
