@@ -33,14 +33,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import redis
@@ -50,6 +48,7 @@ from app.swarm.cluster import LocalCluster as Cluster
 from app.swarm.source import SourceProcess
 from benchmarks.measure import (
     CLK_TCK,
+    BenchTimeout,
     all_processes,
     children_of,
     client_loop,
@@ -61,19 +60,17 @@ from benchmarks.measure import (
     redis_counters,
     redis_pid,
     start_peers,
+    stop_on_signals,
     stop_peers,
     tree_cpu,
     wait_quiet,
+    workspace,
 )
 
 MIB = 1024 * 1024
 REDIS_BASE = os.environ.get("DF_TEST_REDIS", "redis://127.0.0.1:6379")
 LEASE_KEY = "df-tests:db-lease:{}"  # the test suite's lease keys (tests/conftest.py), so runs never share dbs
 REPO = Path(__file__).resolve().parent.parent
-
-
-class BenchTimeout(Exception):
-    """The global time budget ran out (or SIGTERM arrived); cleanup still runs."""
 
 
 # --- CPU accounting ------------------------------------------------------------------------------
@@ -590,32 +587,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def workspace(keep: bool) -> Iterator[Path]:
-    """A temporary directory (source file, seed cache, logs), removed at the end unless ``--keep``."""
-    if keep:
-        path = Path(tempfile.mkdtemp(prefix="bench-cp-"))
-        print(f"# workdir (kept): {path}", file=sys.stderr)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-cp-") as tmp:
-        yield Path(tmp)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     prepare_client_process()
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise BenchTimeout(f"signal {signum}")
-
-    # A hard stop on top of the asyncio budgets (e.g. a hang in a blocking cluster start), and SIGTERM
-    # handled like Ctrl-C: both unwind through the finally blocks that stop every child process.
-    signal.signal(signal.SIGALRM, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.alarm(int(args.timeout) + 60)
+    stop_on_signals(int(args.timeout) + 60)
     try:
-        with workspace(args.keep) as tmp, leased_dbs(args.redis_db) as (state, broker):
+        with workspace(args.keep, "bench-cp-") as tmp, leased_dbs(args.redis_db) as (state, broker):
             return bench(args, tmp, state, broker)
     except BenchTimeout as exc:
         print(f"# stopped: {exc}", file=sys.stderr)

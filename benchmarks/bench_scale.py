@@ -40,15 +40,13 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import redis
@@ -61,6 +59,7 @@ from app.swarm.replica import LocalRedis
 from app.swarm.source import SourceProcess
 from benchmarks.measure import (
     CLK_TCK,
+    BenchTimeout,
     Peer,
     client_loop,
     machine_busy,
@@ -70,10 +69,12 @@ from benchmarks.measure import (
     proc_cpu,
     start_peers,
     steal_jiffies,
+    stop_on_signals,
     stop_peers,
     tree_cpu,
     tree_pids,
     wait_quiet,
+    workspace,
 )
 
 MIB = 1 << 20
@@ -84,10 +85,6 @@ SHORT_TTL = 10  # the smallest DF_TASK_TTL_SECONDS the settings accept
 VERSIONS = ["1.0.6"]
 FAILED: list[str] = []  # runs where a peer failed, went back to the source or saw a 5xx: exit status 1
 INTERRUPTED: list[bool] = []  # a stop signal arrived during a swarm
-
-
-class BenchTimeout(Exception):
-    """The global time budget ran out (or SIGTERM arrived); cleanup still runs."""
 
 
 # --- the measured cluster ----------------------------------------------------------------------------
@@ -541,33 +538,16 @@ def run_modes(args: argparse.Namespace, workdir: Path) -> None:
                 raise
 
 
-@contextlib.contextmanager
-def workspace(keep: bool) -> Iterator[Path]:
-    if keep:
-        path = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-        print(f"# workdir (kept): {path}", file=sys.stderr)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        yield Path(tmp)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     prepare_client_process()
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise BenchTimeout(f"signal {signum}")
-
-    # SIGTERM and a hard alarm unwind like Ctrl-C, through the blocks that stop every child process.
-    signal.signal(signal.SIGALRM, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.alarm(int(args.timeout) + 120)
+    stop_on_signals(int(args.timeout) + 120)
     try:
         if args.all:
             Path(args.json).write_text("")  # --all regenerates everything: a fresh raw file
         if args.peers_curve or args.tasks or args.memory or args.expiry:
-            with workspace(args.keep) as tmp:
+            with workspace(args.keep, "bench-scale-") as tmp:
                 run_modes(args, tmp)
             if FAILED:
                 print(f"# runs with failed peers, back-to-source or 5xx: {', '.join(FAILED)}", file=sys.stderr)

@@ -12,11 +12,14 @@ import contextlib
 import importlib.util
 import os
 import resource
+import signal
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import httpx
@@ -255,3 +258,35 @@ def client_loop(kind: str, main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
+
+
+# --- the run's frame: a work directory and a hard stop --------------------------------------------
+
+
+class BenchTimeout(Exception):
+    """The global time budget ran out (or SIGTERM arrived); cleanup still runs."""
+
+
+def stop_on_signals(seconds: int) -> None:
+    """A hard stop after ``seconds`` on top of the asyncio budgets (a hang in a blocking cluster start),
+    and SIGTERM handled like Ctrl-C: both raise BenchTimeout, which unwinds through the blocks that stop
+    every child process."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise BenchTimeout(f"signal {signum}")
+
+    signal.signal(signal.SIGALRM, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.alarm(seconds)
+
+
+@contextlib.contextmanager
+def workspace(keep: bool, prefix: str) -> Iterator[Path]:
+    """A temporary directory (source files, seed cache, logs), removed at the end unless ``keep``."""
+    if keep:
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+        print(f"# workdir (kept): {path}", file=sys.stderr)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)

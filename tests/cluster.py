@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from app.swarm import DfgetResult
 from app.swarm.cluster import wait_worker_ready, worker_command
 from tests import probe
 
@@ -230,3 +231,13 @@ def _wait_ready(proc: Proc, url: str, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{proc.name} not ready at {url}:\n{proc.tail()}")
+
+
+def check_swarm(results: list[DfgetResult], sha256: str) -> None:
+    """Every download done through the supernode, with the source's bytes: no client went back to the
+    source or saw a 5xx."""
+    for result in results:
+        assert result.success, (result.error, result.traceback)
+        assert result.sha256 == sha256
+        assert not result.back_sourced
+        assert not result.supernode_5xx

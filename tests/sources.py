@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import subprocess
 import sys
 import time
@@ -387,3 +388,10 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def random_file(path: Path, size: int) -> tuple[Path, str]:
+    """``size`` random bytes written to ``path``, and their sha256 (what every download must match)."""
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()

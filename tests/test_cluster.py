@@ -4,7 +4,6 @@ a swarm of emulated dfgets on loopback. Every output is checked by sha256."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +15,9 @@ import redis
 from app.protocol.taskid import task_id
 from app.state import schema
 from app.swarm import DfgetResult, Swarm
-from tests.cluster import Cluster, Proc
+from tests.cluster import Cluster, Proc, check_swarm
 from tests.haproxy import VipCluster
-from tests.sources import SourceProcess, closed_port
+from tests.sources import SourceProcess, closed_port, random_file
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +26,7 @@ SIZE = 64 * 1024 * 1024
 
 @pytest.fixture
 def payload(tmp_path: Path) -> tuple[Path, str]:
-    path = tmp_path / "source.bin"
-    data = os.urandom(SIZE)
-    path.write_bytes(data)
-    return path, hashlib.sha256(data).hexdigest()
+    return random_file(tmp_path / "source.bin", SIZE)
 
 
 @pytest.fixture
@@ -50,14 +46,6 @@ def cluster(tmp_path: Path, redis_url: str, broker_url: str) -> Iterator[Cluster
     finally:
         nodes.stop()
         client.flushdb()
-
-
-def check_swarm(results: list[DfgetResult], sha256: str) -> None:
-    for result in results:
-        assert result.success, (result.error, result.traceback)
-        assert result.sha256 == sha256
-        assert not result.back_sourced
-        assert not result.supernode_5xx
 
 
 def p2p_share(results: list[DfgetResult]) -> float:

@@ -10,8 +10,6 @@ test, and so does a client that gets no piece and no finish for more than 10 s a
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from app.swarm import DfgetResult, Swarm
 from tests.cluster import Cluster
 from tests.haproxy import VipCluster
 from tests.redis_servers import RedisServer, SentinelTopology
-from tests.sources import SourceProcess
+from tests.sources import SourceProcess, random_file
 
 pytestmark = pytest.mark.slow
 
@@ -48,10 +46,7 @@ class Outcome:
 
 @pytest.fixture
 def payload(tmp_path: Path) -> tuple[Path, str]:
-    path = tmp_path / "source.bin"
-    data = os.urandom(SIZE)
-    path.write_bytes(data)
-    return path, hashlib.sha256(data).hexdigest()
+    return random_file(tmp_path / "source.bin", SIZE)
 
 
 async def all_ready(vip: VipCluster) -> bool:

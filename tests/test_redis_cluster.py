@@ -7,8 +7,6 @@ the task's slot killed (SIGKILL) mid-swarm: its replica is promoted and every do
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +18,10 @@ from redis.cluster import RedisCluster as SyncCluster
 
 from app.protocol.taskid import task_id
 from app.state import schema
-from app.swarm import DfgetResult, Swarm
-from tests.cluster import Cluster
+from app.swarm import Swarm
+from tests.cluster import Cluster, check_swarm
 from tests.redis_cluster import RedisCluster
-from tests.sources import SourceProcess
+from tests.sources import SourceProcess, random_file
 
 pytestmark = pytest.mark.slow
 
@@ -32,10 +30,7 @@ SIZE = 32 * 1024 * 1024
 
 @pytest.fixture
 def payload(tmp_path: Path) -> tuple[Path, str]:
-    path = tmp_path / "source.bin"
-    data = os.urandom(SIZE)
-    path.write_bytes(data)
-    return path, hashlib.sha256(data).hexdigest()
+    return random_file(tmp_path / "source.bin", SIZE)
 
 
 @pytest.fixture
@@ -65,14 +60,6 @@ def state_client(redis_cluster: RedisCluster) -> SyncCluster:
     live = [n for n in redis_cluster.nodes if n.running]
     return SyncCluster(startup_nodes=[Node("127.0.0.1", n.port) for n in live], decode_responses=True,
                        socket_timeout=1, socket_connect_timeout=1)
-
-
-def check_swarm(results: list[DfgetResult], sha256: str) -> None:
-    for result in results:
-        assert result.success, (result.error, result.traceback)
-        assert result.sha256 == sha256
-        assert not result.back_sourced
-        assert not result.supernode_5xx
 
 
 async def test_a_swarm_downloads_through_replicas_on_a_redis_cluster(

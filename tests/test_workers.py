@@ -7,7 +7,6 @@ Real replicas (``python -m app``) on real Redis; the workers are found as the su
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import signal
 import time
@@ -23,9 +22,8 @@ from app.core.cpus import quota_cpus
 from app.protocol.taskid import task_id
 from app.state import schema
 from app.swarm import Swarm
-from tests.cluster import Cluster, Replica
-from tests.sources import SourceProcess
-from tests.test_cluster import check_swarm
+from tests.cluster import Cluster, Replica, check_swarm
+from tests.sources import SourceProcess, random_file
 
 SIZE = 24 * 1024 * 1024
 
@@ -160,10 +158,7 @@ async def test_a_worker_killed_mid_swarm_loses_no_download(
     """Two replicas of two workers each; one worker of the second is SIGKILLed while peers hold pieces.
     The connections it had accepted die with it (dfget counts that as a failure of the node and
     migrates, as the emulator does); the replica's other worker and its replacement serve on."""
-    path = tmp_path / "source.bin"
-    data = os.urandom(SIZE)
-    path.write_bytes(data)
-    sha256 = hashlib.sha256(data).hexdigest()
+    path, sha256 = random_file(tmp_path / "source.bin", SIZE)
     first = start(cluster, tmp_path / "m1")
     cluster.extra_env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "m2")
     second = cluster.start_replica()

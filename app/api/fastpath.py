@@ -54,32 +54,29 @@ class DfgetFastPath:
             path = without_version(scope["path"])
             route = ROUTES.get(path)
             bridge = getattr(self.state, "bridge", None)
-            if route is not None and route.method == scope["method"] and bridge is not None \
-                    and self._body_fits(scope, route.reads_body):
-                await self._serve(path, route, bridge, scope, receive, send)
-                return
+            if route is not None and route.method == scope["method"] and bridge is not None:
+                head = _Head(scope["headers"])
+                if self._body_fits(head, route.reads_body):
+                    await self._serve(path, route, bridge, head, scope, receive, send)
+                    return
         await self.app(scope, receive, send)
 
-    def _body_fits(self, scope: Scope, reads_body: bool) -> bool:
+    def _body_fits(self, head: _Head, reads_body: bool) -> bool:
         """No body (a GET without Content-Length or Transfer-Encoding), or a declared one within the limit."""
-        length: int | None = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = int(value) if value.isdigit() else self.max_body + 1
-            elif name == b"transfer-encoding":
-                return False
+        if head.chunked:
+            return False
+        length = head.content_length
         return length is None or (reads_body and length <= self.max_body) or length == 0
 
     async def _serve(
-        self, path: str, route: DfgetRoute, bridge: PeerBridge, scope: Scope,
+        self, path: str, route: DfgetRoute, bridge: PeerBridge, head: _Head, scope: Scope,
         receive: Receive, send: Send,
     ) -> None:
         started = time.perf_counter()
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
         token = None
         rid = b""
         if self.request_ids:
-            rid_text = choose_id(next((v.decode("latin-1") for k, v in headers if k == b"x-request-id"), None))
+            rid_text = choose_id(head.request_id)
             token = request_id.set(rid_text)
             rid = rid_text.encode()
         trips = roundtrips.start()
@@ -100,11 +97,7 @@ class DfgetFastPath:
                     body, reply = b"", disconnected()
                 else:
                     query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-                    call = PeerCall(
-                        query, body,
-                        _header(headers, b"content-type"),
-                        PeerAddress(host, tuple(v.decode("latin-1") for k, v in headers if k == b"x-forwarded-for")),
-                    )
+                    call = PeerCall(query, body, head.content_type, PeerAddress(host, tuple(head.forwarded_for)))
                     reply = await answer(path, route, bridge, call)
             out = [(b"content-length", str(len(reply)).encode()), _JSON]
             if rid:
@@ -117,16 +110,15 @@ class DfgetFastPath:
                 request_id.reset(token)
         seconds = time.perf_counter() - started
         try:
-            self._count(path, status, seconds, headers, query, body, reply, count)
+            self._count(path, status, seconds, head, query, body, reply, count)
         except Exception:  # the answer is sent already: a counting bug must not surface as an error
             log.warning("could not count a %s request", path, exc_info=True)
 
     def _count(
-        self, path: str, status: int, seconds: float, headers: list[tuple[bytes, bytes]], query: dict[str, str],
+        self, path: str, status: int, seconds: float, head: _Head, query: dict[str, str],
         body: bytes, reply: bytes, trips: int,
     ) -> None:
-        length = _header(headers, b"content-length")
-        metrics.record_request(path, str(status), seconds, int(length) if length.isdigit() else 0, len(reply), trips)
+        metrics.record_request(path, str(status), seconds, head.content_length or 0, len(reply), trips)
         if status != 200:
             return
         if path in dfget.QUERY_HANDLERS:
@@ -137,11 +129,35 @@ class DfgetFastPath:
             dfget.record_registration(body, reply)
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
-    for key, value in headers:
-        if key == name:
-            return value.decode("latin-1")
-    return ""
+class _Head:
+    """The request headers the fast path reads, found in one pass (the first of each, as Starlette's
+    ``headers.get``; every X-Forwarded-For, as ``getlist``)."""
+
+    __slots__ = ("chunked", "content_length", "content_type", "forwarded_for", "request_id")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.content_length: int | None = None  # a malformed one counts as too long
+        self.chunked = False
+        self.content_type = ""
+        self.request_id: str | None = None
+        self.forwarded_for: list[str] = []
+        seen_length = seen_type = False
+        for name, value in headers:
+            if name == b"content-length" and not seen_length:
+                seen_length = True
+                self.content_length = int(value) if value.isdigit() else _TOO_LONG
+            elif name == b"transfer-encoding":
+                self.chunked = True
+            elif name == b"content-type" and not seen_type:
+                seen_type = True
+                self.content_type = value.decode("latin-1")
+            elif name == b"x-request-id" and self.request_id is None:
+                self.request_id = value.decode("latin-1")
+            elif name == b"x-forwarded-for":
+                self.forwarded_for.append(value.decode("latin-1"))
+
+
+_TOO_LONG = 1 << 62
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlparse
 
 from redis.asyncio.connection import parse_url
 
+from app.core.url_hosts import host_list
+
 SCHEME = "redis+cluster://"
 DEFAULT_PORT = 6379
 # parse_url's keys that the cluster client takes in other arguments (or not at all).
@@ -38,15 +40,7 @@ def is_cluster(url: str) -> bool:
 def parse(url: str) -> ClusterUrl:
     """Raise ValueError for a URL that names no node, a bad port, or a database other than 0."""
     parsed = urlparse(url)
-    hosts = []
-    for item in parsed.netloc.rsplit("@", 1)[-1].split(","):
-        host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
-        if not host:
-            raise ValueError(f"a node address without a host in a {SCHEME} URL")
-        try:
-            hosts.append((host, int(port or DEFAULT_PORT)))
-        except ValueError:
-            raise ValueError(f"a node address with a bad port in a {SCHEME} URL") from None
+    hosts = host_list(parsed, DEFAULT_PORT, "a node address")
     # The query's options, typed by redis-py's own parser (it wants one host: give it the first).
     options = parse_url(f"redis://{hosts[0][0]}:{hosts[0][1]}{parsed.path or '/'}?{parsed.query}")
     if options.get("db"):

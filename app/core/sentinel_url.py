@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 
+from app.core.url_hosts import host_list
+
 SCHEME = "redis+sentinel://"
 DEFAULT_SENTINEL_PORT = 26379
 
@@ -32,12 +34,7 @@ def is_sentinel(url: str) -> bool:
 def parse(url: str) -> SentinelUrl:
     """Raise ValueError for a URL that names no sentinel, a bad port or a bad db."""
     parsed = urlparse(url)
-    hosts = []
-    for item in parsed.netloc.rsplit("@", 1)[-1].split(","):
-        host, _, port = item.partition(":")
-        if not host:
-            raise ValueError(f"a sentinel address without a host in {SCHEME} URL")
-        hosts.append((host, int(port or DEFAULT_SENTINEL_PORT)))
+    hosts = host_list(parsed, DEFAULT_SENTINEL_PORT, "a sentinel address")
     master = parse_qs(parsed.query).get("master", [""])[0] or None
     # Percent-decoded, as redis-py's from_url does for redis:// (a password may hold '@' or ':').
     password = unquote(parsed.password) if parsed.password is not None else None
