@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from app.cdn.gc import CachedTask, Thresholds, collect_once, plan, select_victims, thresholds
+from app.cdn import gc
+from app.cdn.gc import GC_LOCK, CachedTask, Thresholds, collect_once, locked_pass, plan, select_victims, thresholds
 from app.cdn.storage import LocalSeedStorage
 from app.core.config import Settings
 from app.state import schema
@@ -107,3 +108,49 @@ async def test_a_stray_directory_named_like_a_task_is_skipped_and_reported_once(
     skipped = [r.getMessage() for r in caplog.records if "disk GC skips" in r.getMessage()]
     assert len(skipped) == 2, skipped
     assert any(stray in m for m in skipped) and any(linked in m for m in skipped)
+
+
+def put_file(storage: LocalSeedStorage, tid: str) -> None:
+    fd = storage.open_for_write(tid, truncate=True)
+    os.write(fd, b"x" * 10)
+    os.close(fd)
+
+
+async def test_the_gc_lock_is_held_for_the_pass_only_and_a_held_lock_skips_the_round(
+    tmp_path: Path, redis: Redis, settings: Settings
+) -> None:
+    storage = LocalSeedStorage(tmp_path / "seed")
+    full = settings.model_copy(update={"gc_young_free_bytes": 1 << 62, "gc_full_free_bytes": 1 << 61})
+    first, second = "a" * 64, "b" * 64
+    put_file(storage, first)
+    assert await locked_pass(redis, storage, full) == [first]
+    assert not await redis.exists(GC_LOCK)  # given back: the next replica's round need not wait it out
+    put_file(storage, second)
+    await redis.set(GC_LOCK, "pause", ex=60)  # another replica in a pass, or an operator's pause
+    assert await locked_pass(redis, storage, full) is None
+    assert storage.data_path(second).exists()
+    assert await redis.get(GC_LOCK) == "pause" and await redis.ttl(GC_LOCK) > 50
+    await redis.delete(GC_LOCK)
+    assert await locked_pass(redis, storage, full) == [second]
+
+
+async def test_a_pass_that_outlived_its_lock_leaves_the_next_holder_s_lock_alone(
+    tmp_path: Path, redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = LocalSeedStorage(tmp_path / "seed")
+    full = settings.model_copy(update={"gc_young_free_bytes": 1 << 62, "gc_full_free_bytes": 1 << 61})
+    put_file(storage, "c" * 64)
+    real_pass = gc.collect_once
+
+    async def slow_pass(*args: object) -> list[str]:
+        deleted = await real_pass(*args)  # type: ignore[arg-type]
+        # What a pass longer than GC_LOCK_SECONDS meets: its lock expired, another replica holds it now.
+        await redis.set(GC_LOCK, "other replica", ex=60)
+        return deleted
+
+    monkeypatch.setattr(gc, "collect_once", slow_pass)
+    caplog.set_level(logging.WARNING, logger="app.cdn.gc")
+    assert await locked_pass(redis, storage, full) == ["c" * 64]
+    assert await redis.get(GC_LOCK) == "other replica"
+    assert any("outlasted" in r.getMessage() for r in caplog.records)

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.exceptions import LockNotOwnedError
 
 from app.cdn.storage import LocalSeedStorage
 from app.core.config import Settings
@@ -30,6 +31,9 @@ from app.state import schema
 log = logging.getLogger("app.cdn.gc")
 
 GC_LOCK = f"{schema.PREFIX}gc:lock"
+# Longer than any pass on a real cache (a scan and one pipeline); what a replica that died mid-pass
+# costs the others: no GC pass for this long.
+GC_LOCK_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -203,9 +207,29 @@ async def run_gc_loop(redis: aioredis.Redis, storage: LocalSeedStorage, settings
     while True:
         await asyncio.sleep(interval)
         try:
-            if await redis.set(GC_LOCK, os.getpid(), nx=True, ex=max(1, int(interval))):
-                await collect_once(redis, storage, settings, int(time.time() * 1000))
+            await locked_pass(redis, storage, settings)
         except Exception as exc:  # Redis away or a disk error: the next round tries again
             outage.failed(exc)
         else:
             outage.succeeded()
+
+
+async def locked_pass(
+    redis: aioredis.Redis, storage: LocalSeedStorage, settings: Settings
+) -> list[str] | None:
+    """A pass under the cluster-wide lock, which is held for the pass only. redis-py's lock takes it with
+    a token of its own and gives it back only if the token is still there, so a pass that outlived
+    ``GC_LOCK_SECONDS`` never frees a lock another replica took since. Skips the round if the lock is
+    taken: another replica is in a pass over the same shared cache, or an operator paused the GC. Returns
+    what the pass deleted, or None when it skipped the round."""
+    lock = redis.lock(GC_LOCK, timeout=GC_LOCK_SECONDS, blocking=False)
+    if not await lock.acquire():
+        return None
+    try:
+        return await collect_once(redis, storage, settings, int(time.time() * 1000))
+    finally:
+        try:
+            await lock.release()
+        except LockNotOwnedError:
+            log.warning("disk GC: a pass outlasted its %d s lock; another replica may have run one meanwhile",
+                        GC_LOCK_SECONDS)

@@ -67,7 +67,8 @@ All per-task keys share the hash tag ``{<taskId>}`` so that each Lua script touc
 | df:seedstats                 | hash   | seed jobs cluster-wide, by whoever ran them (replica or worker):| none       |
 |                              |        | trigger, triggerFailed, cacheHit, download, downloadFailed      |            |
 |                              |        | (HINCRBY; the legacy cdn_* counters on /metrics)               |            |
-| df:gc:lock                   | string | pid of the process running the seed-cache disk GC (gc.py)       | GC interval|
+| df:gc:lock                   | string | token of the one replica in a seed-cache disk GC pass (gc.py;   | 120 s      |
+|                              |        | redis-py's Lock, given back when the pass ends)                 |            |
 
 "GC'd" index entries (df:tasks, df:{peers}/seen, df:replicas) past the task TTL (replicas: three
 heartbeats) are dropped every 30 s by each replica's primary worker (app/cluster/maintenance.py), and
