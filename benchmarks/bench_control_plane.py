@@ -49,11 +49,13 @@ from app.swarm.source import SourceProcess
 from benchmarks.measure import (
     CLK_TCK,
     BenchTimeout,
+    LoopLag,
     all_processes,
     children_of,
     client_loop,
     machine_busy,
     ms,
+    peak_rss_mib,
     percentile,
     prepare_client_process,
     proc_cpu,
@@ -165,18 +167,21 @@ async def run_swarm(
     timed_out = False
     try:
         before = targets.snapshot()
-        try:
-            async with asyncio.timeout(budget):
-                await asyncio.gather(*(p.dfget.run() for p in peers))
-        except TimeoutError:
-            # Out of time: report what the peers did so far (a DfgetResult fills in as the peer goes).
-            timed_out = True
+        async with LoopLag() as lag:
+            try:
+                async with asyncio.timeout(budget):
+                    await asyncio.gather(*(p.dfget.run() for p in peers))
+            except TimeoutError:
+                # Out of time: report what the peers did so far (a DfgetResult fills in as the peer goes).
+                timed_out = True
         after = targets.snapshot()
     finally:
         await stop_peers(peers)
     results = [p.dfget.result for p in peers]
     line = summarize(config, run, results, before, after)
     line["timed_out"] = timed_out
+    line["emulator_loop_lag"] = lag.summary()
+    line["emulator_peak_rss_mib"] = peak_rss_mib()
     return line, results
 
 
@@ -484,6 +489,7 @@ def bench(args: argparse.Namespace, workdir: Path, state_url: str, broker_url: s
             extra={
                 "profiled": bool(args.profile),
                 "client_loop": args.client_loop,
+                "emulator_gc": args.emulator_gc,
                 "redis_max_connections": args.redis_max_connections or None,
                 "hiredis": bool(args.hiredis),
                 "own_pids": own,
@@ -504,7 +510,8 @@ def bench(args: argparse.Namespace, workdir: Path, state_url: str, broker_url: s
                 budget = max(1.0, deadline - time.monotonic())
                 out_dir = workdir / "out-warm"
                 out_dir.mkdir()
-                client_loop(args.client_loop, run_swarm(warm, nodes, url, out_dir, targets, budget, "warmup"))
+                client_loop(args.client_loop, run_swarm(warm, nodes, url, out_dir, targets, budget, "warmup"),
+                            collect=args.emulator_gc)
             profile_dir = Path(args.profile).resolve() if args.profile else None
             spy: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
             if profile_dir is not None:
@@ -521,7 +528,7 @@ def bench(args: argparse.Namespace, workdir: Path, state_url: str, broker_url: s
                     out_dir = workdir / f"out{run}"
                     out_dir.mkdir()
                     swarm = run_swarm(config, nodes, url, out_dir, targets, budget, run)
-                    line, results = client_loop(args.client_loop, swarm)
+                    line, results = client_loop(args.client_loop, swarm, collect=args.emulator_gc)
                     line["source_full_gets"] = source.stats("blob.bin")["full_gets"]
                     print(json.dumps(line), flush=True)
                     if args.dump:
@@ -561,6 +568,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sleep-scale", type=float, default=1.0, help="scale of the clients' 602/retry sleeps")
     parser.add_argument("--warmup-peers", type=int, default=8, help="peers of an unmeasured warm-up swarm (0: none)")
     parser.add_argument("--client-loop", choices=("uvloop", "asyncio"), default="uvloop", help="emulator's loop")
+    parser.add_argument(
+        "--emulator-gc", action="store_true",
+        help="keep the emulator's garbage collector on during the swarms (off by default: measure.client_loop)",
+    )
     parser.add_argument("--embedded", action="store_true", help="one embedded-mode process (no Redis, no worker)")
     parser.add_argument("--redis-db", type=int, default=None, help="force state db N and broker db N+1")
     parser.add_argument("--timeout", type=float, default=300.0, help="global time budget in seconds")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib.util
 import os
 import resource
@@ -243,24 +244,82 @@ def prepare_client_process() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def client_loop(kind: str, main: Coroutine[Any, Any, T]) -> T:
+def client_loop(kind: str, main: Coroutine[Any, Any, T], *, collect: bool = False) -> T:
     """Run one swarm in a fresh event loop: ``kind`` "uvloop" (the benchmarks' default) or "asyncio".
 
     The emulator shares the machine with the servers, so every client CPU cycle saved is one the
     supernode can use; uvloop is a client-side choice only (the replicas keep their own loop).
+
+    The emulator's cyclic garbage collector is off while the swarm runs (unless ``collect``): a
+    thousand emulated dfgets keep hundreds of thousands of live objects (their exchange records,
+    pools and tasks), and every full collection walked all of them, a third of the emulator's CPU and
+    stalls of a second in which every peer's reply waited (benchmarks/RESULTS.md, 2026-12-02). Real
+    dfgets are Go processes, one per host: that cost is the emulator's alone. Cycles made during the
+    swarm are collected once it ends, outside the measured window.
     """
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if kind == "uvloop":
         import uvloop
 
         factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main)
+    if not collect:
+        gc.collect()
+        gc.disable()
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(main)
+    finally:
+        if not collect:
+            gc.enable()
+            gc.collect()
+
+
+def peak_rss_mib() -> float:
+    """The emulator process's peak resident memory so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 
 
 # --- the run's frame: a work directory and a hard stop --------------------------------------------
+
+
+class LoopLag:
+    """How late the emulator's event loop runs a timer, sampled every ``every`` s while the block runs.
+
+    Every exchange's latency is measured inside the same loop, so a busy emulator adds its own lag to
+    each figure, the 5 s of "no answer" included. A lag near those latencies means the emulator, not the
+    supernode, is what the run measured.
+    """
+
+    def __init__(self, every: float = 0.05) -> None:
+        self.every = every
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> None:
+        # The wall clock, not loop.time(): uvloop's is the time cached at the start of the loop's
+        # iteration, which hides a long iteration's lag.
+        while True:
+            due = time.monotonic() + self.every
+            await asyncio.sleep(self.every)
+            self.lags.append(max(0.0, time.monotonic() - due))
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def summary(self) -> dict[str, float]:
+        lags = sorted(self.lags)
+        if not lags:
+            return {}
+        return {"p50_ms": ms(percentile(lags, 50)), "p99_ms": ms(percentile(lags, 99)), "max_ms": ms(lags[-1])}
 
 
 class BenchTimeout(Exception):
