@@ -49,6 +49,7 @@ from app.download.server import DOWNLOAD_BACKLOG
 from app.observability import exposition, local, shared
 from app.observability.workers import WorkerProbe
 from app.preheat.service import PreheatService
+from app.server import heap
 from app.state.store import ClusterState
 
 log = logging.getLogger("app")
@@ -184,6 +185,10 @@ class _DrainingServer(uvicorn.Server):
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        heap.settle()  # the app and its startup's objects out of every later collection (app.server.heap)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig == signal.SIGTERM:
