@@ -237,7 +237,10 @@ def check_swarm(results: list[DfgetResult], sha256: str) -> None:
     """Every download done through the supernode, with the source's bytes: no client went back to the
     source or saw a 5xx."""
     for result in results:
-        assert result.success, (result.error, result.traceback)
+        # A failed peer's last exchanges say where it stalled (a rare failure is seldom reproduced).
+        last = [(round(e.at, 2), e.node, e.method, e.endpoint, e.http_status, e.code, e.error)
+                for e in result.exchanges[-20:]]
+        assert result.success, (result.error, result.traceback, last)
         assert result.sha256 == sha256
         assert not result.back_sourced
         assert not result.supernode_5xx

@@ -65,17 +65,25 @@ def test_pinned_seeds_are_spared_and_do_not_shrink_the_young_share() -> None:
     assert plan(cached, set(), pinned, 200 * GIB, Thresholds(100 * GIB, 5 * GIB), 0.5).victims == []
 
 
+def put_file(storage: LocalSeedStorage, tid: str) -> None:
+    fd = storage.open_for_write(tid, truncate=True)
+    os.write(fd, b"x" * 10)
+    os.close(fd)
+
+
+def nearly_full(settings: Settings) -> Settings:
+    """Thresholds no disk meets, so that the full GC applies."""
+    return settings.model_copy(update={"gc_young_free_bytes": 1 << 62, "gc_full_free_bytes": 1 << 61})
+
+
 async def test_one_pass_deletes_only_files_of_expired_tasks(tmp_path: Path, redis: Redis, settings: Settings) -> None:
     storage = LocalSeedStorage(tmp_path / "seed")
     live_tid, dead_tid = "a" * 64, "b" * 64
     for tid in (live_tid, dead_tid):
-        fd = storage.open_for_write(tid, truncate=True)
-        os.write(fd, b"x" * 10)
-        os.close(fd)
+        put_file(storage, tid)
         storage.write_meta(tid, {"taskID": tid})
     await redis.hset(schema.task_key(live_tid), "cdnStatus", "SUCCESS")
-    # Pretend the disk is nearly full so that the full GC applies.
-    full = settings.model_copy(update={"gc_young_free_bytes": 1 << 62, "gc_full_free_bytes": 1 << 61})
+    full = nearly_full(settings)
     victims = await collect_once(redis, storage, full, int(time.time() * 1000))
     assert victims == [dead_tid]
     assert storage.data_path(live_tid).exists() and storage.read_meta(live_tid) is not None
@@ -94,12 +102,10 @@ async def test_a_stray_directory_named_like_a_task_is_skipped_and_reported_once(
     linked = "e" * 64
     storage.data_path(linked).parent.mkdir(parents=True, exist_ok=True)
     storage.data_path(linked).symlink_to(outside)
-    full = settings.model_copy(update={"gc_young_free_bytes": 1 << 62, "gc_full_free_bytes": 1 << 61})
+    full = nearly_full(settings)
     caplog.set_level(logging.WARNING, logger="app.cdn.gc")
     for _round in range(2):  # the loop meets the stray entries every round, but says so once
-        fd = storage.open_for_write(dead_tid, truncate=True)
-        os.write(fd, b"x" * 10)
-        os.close(fd)
+        put_file(storage, dead_tid)
         victims = await collect_once(redis, storage, full, int(time.time() * 1000))
         assert victims == [dead_tid]
         assert not storage.data_path(dead_tid).exists()
@@ -110,17 +116,11 @@ async def test_a_stray_directory_named_like_a_task_is_skipped_and_reported_once(
     assert any(stray in m for m in skipped) and any(linked in m for m in skipped)
 
 
-def put_file(storage: LocalSeedStorage, tid: str) -> None:
-    fd = storage.open_for_write(tid, truncate=True)
-    os.write(fd, b"x" * 10)
-    os.close(fd)
-
-
 async def test_the_gc_lock_is_held_for_the_pass_only_and_a_held_lock_skips_the_round(
     tmp_path: Path, redis: Redis, settings: Settings
 ) -> None:
     storage = LocalSeedStorage(tmp_path / "seed")
-    full = settings.model_copy(update={"gc_young_free_bytes": 1 << 62, "gc_full_free_bytes": 1 << 61})
+    full = nearly_full(settings)
     first, second = "a" * 64, "b" * 64
     put_file(storage, first)
     assert await locked_pass(redis, storage, full) == [first]
@@ -139,7 +139,7 @@ async def test_a_pass_that_outlived_its_lock_leaves_the_next_holder_s_lock_alone
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     storage = LocalSeedStorage(tmp_path / "seed")
-    full = settings.model_copy(update={"gc_young_free_bytes": 1 << 62, "gc_full_free_bytes": 1 << 61})
+    full = nearly_full(settings)
     put_file(storage, "c" * 64)
     real_pass = gc.collect_once
 
