@@ -25,7 +25,7 @@ from tests.helm_chart import (
     values_table,
 )
 
-VALUE_SETS = ["default", "sentinel.yaml", "existing-secret.yaml", "legacy.yaml", "everything.yaml"]
+VALUE_SETS = ["default", "sentinel.yaml", "cluster.yaml", "existing-secret.yaml", "legacy.yaml", "everything.yaml"]
 # Custom resources of the Prometheus operator: kubernetes-validate ships no schema for them.
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
@@ -120,7 +120,16 @@ def test_config_schema_names_every_setting() -> None:
         ({"config": {"peer_up_limit": 0}}, "/config/peer_up_limit"),
         ({"persistence": {"accessModes": ["ReadWriteOnce"]}}, "/persistence/accessModes"),
         ({"externalRedis": {"url": "redis://:pw@redis:6379/0"}}, "/externalRedis/url"),
-        ({"redis": {"enabled": False}}, "set externalRedis.url or externalRedis.sentinel.addrs"),
+        (
+            {"redis": {"enabled": False}},
+            "set externalRedis.url, externalRedis.sentinel.addrs or externalRedis.cluster.addrs",
+        ),
+        ({"externalRedis": {"cluster": {"addrs": ["c1:6379"]}}}, "externalRedis.cluster needs broker.url"),
+        (
+            {"externalRedis": {"url": "redis://r:6379/0", "cluster": {"addrs": ["c1:6379"]}}, "broker": {"url": "redis://b/1"}},
+            "externalRedis: set one of url, sentinel.addrs and cluster.addrs, not url and cluster",
+        ),
+        ({"externalRedis": {"cluster": {"addrs": ["c1:6379/0"]}}}, "/externalRedis/cluster/addrs/0"),
         ({"supernode": {"configData": {"base": {"failAccessInterval": "three minutes"}}}}, "is not a duration"),
         ({"supernode": {"configData": {"base": {"youngGCThreshold": "lots"}}}}, "is not a size"),
         (

@@ -15,12 +15,13 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 
+from app.core import cluster_url
 from app.core.config import Settings
 from app.download.server import create_download_app
 from app.main import create_app
 from tests.helm_chart import CHART, REPO, SECRET_SETTINGS, load_values, manifests, render
 
-VALUE_SETS = ["default", "sentinel.yaml", "existing-secret.yaml", "legacy.yaml", "everything.yaml"]
+VALUE_SETS = ["default", "sentinel.yaml", "cluster.yaml", "existing-secret.yaml", "legacy.yaml", "everything.yaml"]
 SETTINGS = {f"DF_{name.upper()}" for name in Settings.model_fields}
 SECRET_ENV = {f"DF_{name.upper()}" for name in SECRET_SETTINGS}
 _REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -220,6 +221,11 @@ SECRETS_IN_VALUES = {
         "sentinel-case-token-ops-77aa",
         "sentinel-case-token-harbor-88bb",
     ],
+    "cluster.yaml": [
+        "cluster-case-db-password-9d3e",
+        "cluster-case-token-ops-41c7",
+        "cluster-case-token-harbor-a0f2",
+    ],
     "everything.yaml": [
         "everything-case-token-ops-1f2e",
         "everything-case-webhook-secret-9a8b",
@@ -266,6 +272,27 @@ def test_existing_secrets_are_referenced_and_no_credential_secret_is_made() -> N
         if "persistentVolumeClaim" in v
     ]
     assert claims == ["seed-nfs"]
+
+
+def test_a_redis_cluster_reaches_replicas_and_workers_as_a_url_the_app_parses() -> None:
+    """externalRedis.cluster: the replicas and the workers get the same redis+cluster:// URL, the password
+    put in by Kubernetes, the broker as given (Celery cannot use a cluster), and no demo Redis is made."""
+    urls = set()
+    deployments = [(obj, spec) for obj, spec in our_pods("cluster.yaml") if obj["kind"] == "Deployment"]
+    assert len(deployments) == 2
+    for obj, spec in deployments:
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-cluster", "key": "redis-password"}
+        assert env["DF_BROKER_URL"]["value"] == load_values("cluster.yaml")["broker"]["url"], obj["metadata"]["name"]
+        urls.add(env["DF_REDIS_URL"]["value"])
+    nodes = [f"redis-cluster-{i}.redis-cluster-headless.redis:6379" for i in range(3)]
+    assert urls == {"redis+cluster://:$(REDIS_PASSWORD)@" + ",".join(nodes)}
+    assert not [o for o in objects("cluster.yaml") if o["metadata"]["name"].endswith("-redis")]
+    # As the replica reads it once Kubernetes has expanded $(REDIS_PASSWORD).
+    expanded = urls.pop().replace("$(REDIS_PASSWORD)", "s3cret-pw")
+    parsed = cluster_url.parse(expanded)
+    assert parsed.hosts == [(node.split(":")[0], 6379) for node in nodes] and parsed.password == "s3cret-pw"
+    Settings(redis_url=expanded, broker_url=load_values("cluster.yaml")["broker"]["url"])
 
 
 def test_legacy_config_data_maps_onto_settings_with_units() -> None:

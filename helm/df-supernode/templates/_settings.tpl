@@ -118,14 +118,37 @@
 {{- else if .Values.redis.enabled -}}
 {{- dict "scheme" "redis" "host" (printf "%s-redis:6379" (include "df.fullname" .)) "db" "0" | toJson -}}
 {{- else -}}
-{{- fail "set externalRedis.url or externalRedis.sentinel.addrs (or redis.enabled for a trial, not for production)" -}}
+{{- fail "set externalRedis.url, externalRedis.sentinel.addrs or externalRedis.cluster.addrs (or redis.enabled for a trial, not for production)" -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Which external Redis is set: "url", "sentinel", "cluster", or "" (the demo). More than one is refused:
+     the chart would otherwise pick one silently. */}}
+{{- define "df.externalRedisKind" -}}
+{{- $r := .Values.externalRedis -}}
+{{- $kinds := list -}}
+{{- if $r.url -}}{{- $kinds = append $kinds "url" -}}{{- end -}}
+{{- if $r.sentinel.addrs -}}{{- $kinds = append $kinds "sentinel" -}}{{- end -}}
+{{- if ($r.cluster | default dict).addrs -}}{{- $kinds = append $kinds "cluster" -}}{{- end -}}
+{{- if gt (len $kinds) 1 -}}
+{{- fail (printf "externalRedis: set one of url, sentinel.addrs and cluster.addrs, not %s" (join " and " $kinds)) -}}
+{{- end -}}
+{{- first $kinds | default "" -}}
+{{- end -}}
+
+{{/* The demo Redis runs only while no external Redis is set. */}}
+{{- define "df.demoRedis" -}}
+{{- if and .Values.redis.enabled (not (include "df.externalRedisKind" .)) -}}true{{- end -}}
 {{- end -}}
 
 {{- define "df.redisUrl" -}}
 {{- $s := .Values.externalRedis.sentinel -}}
-{{- if $s.addrs -}}
+{{- $kind := include "df.externalRedisKind" . -}}
+{{- if eq $kind "sentinel" -}}
 {{- printf "redis+sentinel://%s%s/%v?master=%s" (include "df.redisAuth" .) (join "," $s.addrs) $s.db $s.masterName -}}
+{{- else if eq $kind "cluster" -}}
+{{- /* Any nodes: redis-py's cluster client discovers the rest (app.core.cluster_url); db 0 only. */ -}}
+{{- printf "redis+cluster://%s%s" (include "df.redisAuth" .) (join "," .Values.externalRedis.cluster.addrs) -}}
 {{- else -}}
 {{- $r := include "df.redisHostAndDb" . | fromJson -}}
 {{- printf "%s://%s%s/%s" $r.scheme (include "df.redisAuth" .) $r.host $r.db -}}
@@ -133,9 +156,12 @@
 {{- end -}}
 
 {{- define "df.brokerUrl" -}}
+{{- $kind := include "df.externalRedisKind" . -}}
 {{- if .Values.broker.url -}}
 {{- .Values.broker.url -}}
-{{- else if .Values.externalRedis.sentinel.addrs -}}
+{{- else if eq $kind "cluster" -}}
+{{- fail "externalRedis.cluster needs broker.url: Celery's broker cannot be a Redis Cluster (Kombu has no cluster transport); give it a plain or Sentinel Redis" -}}
+{{- else if eq $kind "sentinel" -}}
 {{- /* The state store's Sentinel form; replicas and workers turn it into Kombu's (app.core.sentinel_url). */ -}}
 {{- $s := .Values.externalRedis.sentinel -}}
 {{- printf "redis+sentinel://%s%s/%v?master=%s" (include "df.redisAuth" .) (join "," $s.addrs) .Values.broker.brokerDB $s.masterName -}}
