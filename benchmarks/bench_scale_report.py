@@ -21,13 +21,14 @@ COMMAND = "python -m benchmarks.bench_scale --all"
 KNOWN: list[tuple[str, str]] = [
     (r"^df:audit$", "audit stream: no Postgres in the benchmark, so events wait there, bounded by "
                     "DF_AUDIT_STREAM_MAXLEN (schema: MAXLEN), not by a TTL"),
-    (r"^df:peers(:seen)?$", "no TTL: pruned by register.lua at the next registration, at most 100 stale peers "
-                            "per registration"),
+    (r"^df:\{peers\}(:seen)?$", "no TTL: pruned by register.lua at the next registration, at most 100 stale "
+                               "peers per registration; the seed cache's own record (cdn_peer.lua) stays"),
+    (r"^df:\{peers\}:cdn:", "the seed cache's own peer id for this replica's address: no TTL by design (schema)"),
     (r"^df:tasks$", "no TTL: pruned by register.lua (ZREMRANGEBYSCORE) at the next registration"),
     (r"^df:traffic:m:\d+$", "per-minute traffic bucket: fixed 2 h + 1 min TTL (schema), independent of the task TTL"),
     (r"^df:traffic$", "cluster-wide traffic counters: no TTL by design (schema)"),
     (r"^df:seedstats$", "cluster-wide seed counters: no TTL by design (schema)"),
-    (r"^df:gc:lock$", "seed-cache GC lock (app/cdn/gc.py), short TTL; NOT listed in app/state/schema.py"),
+    (r"^df:gc:lock$", "seed-cache GC lock (app/cdn/gc.py), held for one pass, 120 s TTL (schema)"),
 ]
 
 
@@ -165,7 +166,8 @@ def expiry_section(expiry: dict[str, Any] | None) -> list[str]:
         lines.append(f"| `{k['key']}` | {k['type']} | {k['ttl_s']} | {k['len'] if k['len'] is not None else '–'} "
                      f"({base.get('len', '–')}) | {k['bytes']:,} ({base.get('bytes', 0):,}) | {after} | "
                      f"{explain(k['key'])} |")
-    task_keys = [k for k in expiry["outlived_ttl"] if k["key"].startswith("df:{")]
+    # df:{<task id>}:*; {peers} and {preheats} are hash tags of global keys, not tasks.
+    task_keys = [k for k in expiry["outlived_ttl"] if re.match(r"^df:\{(?!peers\}|preheats\})", k["key"])]
     lines += ["", f"Per-task keys (`df:{{T}}:*`) left after the TTL: {len(task_keys)}."]
     return lines
 
