@@ -47,6 +47,7 @@ from app.core.redis import create_redis
 from app.core.replay import ReplayBuffer
 from app.download.server import DOWNLOAD_BACKLOG
 from app.observability import exposition, local, shared
+from app.observability.processes import ReplicaProcesses
 from app.observability.workers import WorkerProbe
 from app.preheat.service import PreheatService
 from app.server import heap
@@ -63,6 +64,8 @@ def create_app(
     settings = settings or get_settings()
     role = role or ProcessRole()
     readiness = readiness if readiness is not None else Readiness()
+    if exposition.multiprocess_dir():
+        exposition.show_replica_processes(ReplicaProcesses(role.replica_pid, supervised=role.count > 1))
     install_log_masking()  # httpx logs every source URL at INFO, signature and password included
     ensure_api_protected(settings)
     dfget_networks = parse_networks(settings.dfget_allowlist)

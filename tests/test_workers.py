@@ -17,6 +17,7 @@ import httpx
 import pytest
 import redis
 from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.cpus import quota_cpus
 from app.protocol.taskid import task_id
@@ -116,6 +117,15 @@ def test_workers_share_both_ports_and_their_metrics_add_up(cluster: Cluster, tmp
             line = next(x for x in text.splitlines() if x.startswith("dragonfly_supernode_http_requests_total")
                         and 'handler="/peer/task"' in x)
             assert float(line.rsplit(" ", 1)[1]) == n, line
+    # The process_* series of every process of the replica, by pid, not those of whichever worker answered.
+    for url in (f"{api}/metrics", f"http://{replica.host}:{replica.download_port}/metrics"):
+        rss = {
+            (s.labels["pid"], s.labels["process"]): s.value
+            for family in text_string_to_metric_families(httpx.get(url).text)
+            for s in family.samples if s.name == "process_resident_memory_bytes"
+        }
+        expected = {(str(replica.popen.pid), "supervisor")} | {(str(pid), "worker") for pid in workers}
+        assert set(rss) == expected and all(value > 10 * 2**20 for value in rss.values()), rss
     listed = httpx.get(f"{api}/api/v1/cluster", headers=cluster_auth()).json()["replicas"]
     assert [(r["pid"], r["workers"], r["self"]) for r in listed] == [(replica.popen.pid, 2, True)]
     # Every worker answers the REST API alike (a fresh connection each time lands on either one).
