@@ -16,8 +16,10 @@ policy differs (it drops Authorization on a mere port change and always drops ``
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.cookiejar
 import re
+import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -117,6 +119,15 @@ def format_http_date(ms: int) -> str:
     return format_datetime(datetime.fromtimestamp(ms / 1000, tz=UTC), usegmt=True)
 
 
+@functools.cache
+def _verifying_tls() -> ssl.SSLContext:
+    """The TLS context of every verifying source client of this process, built once: httpx builds one per
+    client by parsing the whole CA bundle (~45 ms of CPU), and a seed or preheat job makes a client of its
+    own, so 1,000 tasks seeding spent ~45 s of a worker's CPU on it. Built as httpx would (certifi, or
+    SSL_CERT_FILE / SSL_CERT_DIR from the environment); a changed bundle is read at the next start."""
+    return httpx.create_ssl_context(verify=True, trust_env=True)
+
+
 def make_source_client(
     *,
     connect_timeout: float = 3.0,
@@ -137,7 +148,7 @@ def make_source_client(
         timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
         follow_redirects=False,
         trust_env=True,
-        verify=verify,
+        verify=_verifying_tls() if verify else False,
         cookies=no_cookies,
         event_hooks=hooks,
     )
