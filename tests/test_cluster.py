@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 
+from app.observability.processes import children
 from app.protocol.taskid import task_id
 from app.state import schema
 from app.swarm import DfgetResult, Swarm
@@ -180,6 +181,15 @@ async def test_twenty_racing_registrations_on_both_replicas_start_one_seed(
     assert task["cdnStatus"] == "SUCCESS" and task["seedEpoch"] == "1"
     assert stats["full_gets"] == 1 and stats["gets"] == 2, stats  # one probe, one fill
     assert cluster.workers[0].tail(400).count("seed start") == 1
+    # The seed worker and the pool process that seeded yield the CPU to the replicas (DF_SEED_WORKER_NICE).
+    worker = cluster.workers[0].popen.pid
+    pool = children(worker)
+    assert pool and {niceness(pid) for pid in [worker, *pool]} == {19}
+    assert {niceness(r.popen.pid) for r in cluster.replicas} == {0}
+
+
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 async def test_source_failures_give_legacy_codes_and_clients_fall_back(cluster: Cluster, tmp_path: Path) -> None:

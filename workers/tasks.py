@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from celery.signals import setup_logging
+from celery.signals import celeryd_after_setup, setup_logging
 
 from app.cdn.runner import run_seed_job
 from app.cdn.storage import LocalSeedStorage
 from app.core import logjson
 from app.core.config import get_settings
+from app.core.priority import lower_priority
 from app.core.redis import create_redis
 from app.state.store import ClusterState
 from workers.celery_app import create_celery
@@ -26,6 +27,12 @@ def _json_logs(loglevel: int | str | None = None, **_: object) -> None:
     root logger writes JSON lines, as the replicas do. Run the worker with ``celery --quiet`` so that
     its start banner, which is printed rather than logged, stays out of the JSON stream."""
     logjson.configure("json", loglevel if isinstance(loglevel, int) and loglevel else logging.INFO)
+
+
+@celeryd_after_setup.connect
+def _below_the_replicas(**_: object) -> None:
+    """The worker's main process, set up (logging included) and not yet forked: its pool inherits it."""
+    lower_priority(settings.seed_worker_nice)
 
 
 if settings.log_format == "json":
