@@ -60,6 +60,7 @@ from app.swarm.source import SourceProcess
 from benchmarks.measure import (
     CLK_TCK,
     BenchTimeout,
+    LoopLag,
     Peer,
     client_loop,
     machine_busy,
@@ -194,7 +195,8 @@ class Swarm:
     start_rate: float = 0.0  # peers started per second (0: all at once)
 
 
-Outcome = tuple[Reading, Reading, list[DfgetResult], bool]  # before, after, results, timed out
+# before, after, results, timed out, the emulator's loop lag (benchmarks.measure.LoopLag)
+Outcome = tuple[Reading, Reading, list[DfgetResult], bool, dict[str, float]]
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGALRM)
 
 
@@ -222,20 +224,21 @@ async def run_peers(env: Env, swarm: Swarm, out_dir: Path, budget: float) -> Out
         loop.add_signal_handler(sig, stop)
     try:
         before = env.reading()
-        try:
-            async with asyncio.timeout(budget):
-                await asyncio.shield(swarm_task)
-        except (TimeoutError, asyncio.CancelledError):
-            timed_out = True  # report what the peers did so far
-            swarm_task.cancel()
-            await asyncio.gather(swarm_task, return_exceptions=True)
+        async with LoopLag() as lag:
+            try:
+                async with asyncio.timeout(budget):
+                    await asyncio.shield(swarm_task)
+            except (TimeoutError, asyncio.CancelledError):
+                timed_out = True  # report what the peers did so far
+                swarm_task.cancel()
+                await asyncio.gather(swarm_task, return_exceptions=True)
         after = env.reading()
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)  # this leaves SIG_DFL: main()'s handlers must come back
             signal.signal(sig, previous[sig])
         await stop_peers(peers)
-    return before, after, [p.dfget.result for p in peers], timed_out
+    return before, after, [p.dfget.result for p in peers], timed_out, lag.summary()
 
 
 def measure(env: Env, args: argparse.Namespace, swarm: Swarm, deadline: float, label: str) -> dict[str, Any]:
@@ -248,14 +251,14 @@ def measure(env: Env, args: argparse.Namespace, swarm: Swarm, deadline: float, l
     out_dir = env.workdir / f"out-{label}"
     out_dir.mkdir(parents=True)
     swarm_budget = min(budget, args.swarm_timeout)
-    before, after, results, timed_out = client_loop("uvloop", run_peers(env, swarm, out_dir, swarm_budget))
+    before, after, results, timed_out, lag = client_loop("uvloop", run_peers(env, swarm, out_dir, swarm_budget))
     right_after = env.memory()  # before any short TTL can pass (--expiry)
     memory = env.settled_memory().minus(base)
     line = summarize(swarm, results, before, after)
     line.update(run=label, start_rate=swarm.start_rate, series="ramped" if swarm.start_rate else "herd",
-                timed_out=timed_out, background_busy_pct=background,
+                timed_out=timed_out, background_busy_pct=background, emulator_loop_lag=lag,
                 redis_memory_delta=memory, redis_right_after=right_after.__dict__,
-                replica_processes=len(tree_pids(env.replica_pid)), cpus=os.cpu_count(),
+                replica_processes=len(tree_pids(env.replica_pid)), cpus=os.cpu_count(), replica_env=env.extra_env,
                 at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     emit(args, line)
     if line["success"] < swarm.peers or line["back_sourced"] or line["supernode_5xx"] or timed_out:
@@ -418,7 +421,7 @@ def expiry_mode(env: Env, args: argparse.Namespace, deadline: float) -> None:
     probe = env.source.url(f"small.bin?expiry-probe={nonce}")
     (env.workdir / "out-probe").mkdir()
     budget = max(5.0, deadline - time.monotonic())
-    _b, _a, probed, _t = client_loop("uvloop", run_peers(env, Swarm("expiry-probe", 1, 1, one_url(probe)),
+    _b, _a, probed, _t, _lag = client_loop("uvloop", run_peers(env, Swarm("expiry-probe", 1, 1, one_url(probe)),
                                                        env.workdir / "out-probe", budget))
     probe_prefix = schema.task_prefix(probed[0].task_id)  # the probe's own task keys are not leftovers
     probed_keys = {k: v for k, v in key_census(env.admin).items() if not k.startswith(probe_prefix)}
@@ -490,6 +493,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=3600.0, help="global time budget in seconds")
     parser.add_argument("--swarm-timeout", type=float, default=600.0,
                         help="one swarm may take this long; then it is recorded as timed out and the next runs")
+    parser.add_argument("--replica-env", type=env_pair, action="append", default=[], metavar="DF_NAME=VALUE",
+                        help="a setting for the replica and the worker (repeatable), e.g. DF_REDIS_MAX_CONNECTIONS=64")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (replica and worker logs)")
     args = parser.parse_args(argv)
     if args.all:
@@ -501,6 +506,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.runs < 1 or args.size_mib < 1 or args.task_pieces < 1 or args.start_rate < 0:
         parser.error("--runs, --size-mib and --task-pieces must be >= 1, --start-rate >= 0")
     return args
+
+
+def env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("DF_"):
+        raise argparse.ArgumentTypeError(f"expected DF_NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def write_sources(workdir: Path, args: argparse.Namespace) -> dict[str, Path]:
@@ -529,7 +541,7 @@ def run_modes(args: argparse.Namespace, workdir: Path) -> None:
     if args.expiry:
         modes.append(("expiry", expiry_mode, {"DF_TASK_TTL_SECONDS": str(SHORT_TTL)}))
     for name, mode, extra_env in modes:
-        with Env(workdir / name, files, extra_env) as env:
+        with Env(workdir / name, files, {**dict(args.replica_env), **extra_env}) as env:
             try:
                 warm_up(env, args, deadline)
                 mode(env, args, deadline)
