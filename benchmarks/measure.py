@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
+from app.observability.processes import children as children_of
 from app.swarm import Dfget, Uploader, loopback_ip, make_http_client, rotated
 
 T = TypeVar("T")
@@ -54,12 +55,6 @@ def proc_cpu(pid: int, descendants: bool = False) -> float:
     return total
 
 
-def children_of(pid: int) -> list[int]:
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(c) for c in (task / "children").read_text().split()]
-    return found
 
 
 def all_processes() -> dict[int, tuple[str, float]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -59,3 +60,13 @@ def test_an_unsupervised_process_is_its_own_only_worker() -> None:
         child.wait()
     assert {k[1:] for k in sampled} == {(str(os.getpid()), "worker")}
     assert sampled[("process_resident_memory_bytes", str(os.getpid()), "worker")] > 10 * 2**20
+
+
+def test_children_without_the_kernels_children_files_are_found_by_their_parent_pid(tmp_path: Path) -> None:
+    """A kernel built without CONFIG_PROC_CHILDREN: every process's stat is read for its parent."""
+    (tmp_path / "100" / "task" / "100").mkdir(parents=True)
+    for pid, parent in ((200, 100), (300, 5), (201, 100)):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (py thon) S {parent} 1 1 0 -1")
+    assert children(100, str(tmp_path)) == [200, 201]
+    assert children(999, str(tmp_path)) == []  # gone

@@ -24,14 +24,22 @@ LABELS = ("pid", "process")
 
 
 def children(pid: int, proc: str = "/proc") -> list[int]:
-    """The live children of ``pid``. The workers are forked by the supervisor's main thread, whose
-    ``children`` file lists them; a kernel without that file (CONFIG_PROC_CHILDREN) is scanned instead."""
+    """The live children of ``pid``, forked by any of its threads (each thread's ``children`` file lists
+    its own); a kernel without those files (CONFIG_PROC_CHILDREN) is scanned instead. [] once it is gone."""
+    found: list[int] = []
     try:
-        return [int(c) for c in (Path(proc) / str(pid) / "task" / str(pid) / "children").read_text().split()]
+        for task in (Path(proc) / str(pid) / "task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
     except FileNotFoundError:
-        pass
+        if not (Path(proc) / str(pid)).exists():
+            return []
+        return _scan_children(pid, proc)
     except OSError:
         return []
+    return sorted(found)
+
+
+def _scan_children(pid: int, proc: str) -> list[int]:
     found = []
     for entry in Path(proc).iterdir():
         if not entry.name.isdigit():
