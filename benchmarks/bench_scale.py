@@ -2,7 +2,8 @@
 
 The workload of bench_control_plane (emulated dfget 1.0.6 peers, ``instant_pieces``: every registration,
 pull, report and metrics call is real, no piece bytes move), against one replica (``python -m app`` with
-its default worker processes) and one Celery seed worker, on a private ``redis-server`` (state) and a
+its default worker processes) and one Celery seed worker (``DF_SEED_WORKER_NICE=19``, as on any host shared with
+replicas; ``--replica-env`` overrides it), on a private ``redis-server`` (state) and a
 second one (the Celery broker), so Redis CPU and memory are this benchmark's alone on a shared host.
 Every mode starts that cluster afresh (an empty Redis) and warms it up on a small unmeasured swarm.
 
@@ -128,7 +129,8 @@ class Env:
             self.broker = self._stack.enter_context(LocalRedis(self.workdir / "broker"))
             self.source = self._stack.enter_context(SourceProcess(self.files))
             # DF_DRAIN_SECONDS=0: a stopped replica closes at once (there is no load balancer to drain).
-            env = {"DF_DRAIN_SECONDS": "0", **self.extra_env}
+            # DF_SEED_WORKER_NICE=19: everything shares this host, as the README advises for such a host.
+            env = {"DF_DRAIN_SECONDS": "0", "DF_SEED_WORKER_NICE": "19", **self.extra_env}
             self.cluster = LocalCluster(self.workdir / "cluster", self.state.url, self.broker.url, env)
             self._stack.callback(self.cluster.stop)
             self.cluster.start_replica()

@@ -249,7 +249,8 @@ def write_report(json_path: Path, out_dir: Path) -> None:
         f"{lines[0].get('cpus', '?') if lines else '?'} CPUs, Python {platform.python_version()}.", "",
         "## Setup", "",
         "* One replica (`python -m app`, its default worker processes; the replica's CPU is its whole process "
-        "tree, reaped children included), one Celery seed worker, a private `redis-server` for the state and "
+        "tree, reaped children included), one Celery seed worker at nice 19 (`DF_SEED_WORKER_NICE=19`: "
+        "everything shares one host), a private `redis-server` for the state and "
         "another for the broker (so Redis CPU and memory are this benchmark's alone), the origin in a process "
         "of its own. A fresh cluster and an empty Redis per mode, warmed up on an unmeasured 8-peer swarm.",
         "* Emulated dfget 1.0.6 peers (app/swarm) with `instant_pieces`: every registration, pull, piece report, "

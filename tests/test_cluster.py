@@ -37,7 +37,9 @@ def cluster(tmp_path: Path, redis_url: str, broker_url: str) -> Iterator[Cluster
     redis.Redis.from_url(broker_url).flushdb()
     # Piece leases far beyond any download timeout below: a piece that stays "running" for a client that
     # will never report it is a stall the swarm's timeout turns into a failure, not a pause of one lease.
-    nodes = Cluster(tmp_path / "cluster", redis_url, broker_url, extra_env={"DF_PIECE_LEASE_SECONDS": "900"})
+    # The worker niced as on a host shared with replicas (checked in the racing-registrations test).
+    nodes = Cluster(tmp_path / "cluster", redis_url, broker_url,
+                    extra_env={"DF_PIECE_LEASE_SECONDS": "900", "DF_SEED_WORKER_NICE": "19"})
     nodes.workdir.mkdir()
     try:
         nodes.start_replica()

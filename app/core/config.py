@@ -113,8 +113,8 @@ class Settings(BaseSettings):
     seed_lease_seconds: float = Field(30.0, gt=1, description="A seeder silent for this long is replaced.")
     seed_retry_seconds: float = Field(5.0, ge=0, description="Wait before a failed seed is retried.")
     seed_worker_nice: int = Field(
-        19, ge=0, le=19,
-        description="CPU niceness a Celery seed worker takes at start (never lowered): below replicas on one host.",
+        0, ge=0, le=19,
+        description="CPU niceness a seed worker takes at start (never lowered); 19 on a host shared with replicas.",
     )
     gc_interval_seconds: float = Field(15.0, gt=0, description="How often the seed-cache disk GC runs.")
     gc_young_free_bytes: int = Field(100 << 30, ge=0, description="Below this much free disk, idle seeds go.")
