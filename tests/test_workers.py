@@ -20,6 +20,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.cpus import quota_cpus
+from app.observability.processes import children
 from app.protocol.taskid import task_id
 from app.state import schema
 from app.swarm import Swarm
@@ -27,19 +28,6 @@ from tests.cluster import Cluster, Replica, check_swarm
 from tests.sources import SourceProcess, random_file
 
 SIZE = 24 * 1024 * 1024
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return sorted(found)
 
 
 def requests_by_pid(metrics_dir: Path, handler: str) -> dict[int, float]:

@@ -20,8 +20,6 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-LABELS = ("pid", "process")
-
 
 def children(pid: int, proc: str = "/proc") -> list[int]:
     """The live children of ``pid``, forked by any of its threads (each thread's ``children`` file lists
@@ -61,6 +59,8 @@ class ReplicaProcesses(Collector):
         self.replica_pid = replica_pid
         self.supervised = supervised
         self.proc = proc
+        # One reader per live pid, kept across scrapes (each reads the boot time when it is made).
+        self._readers: dict[int, ProcessCollector] = {}
 
     def _processes(self) -> list[tuple[int, str]]:
         if not self.supervised:
@@ -69,10 +69,12 @@ class ReplicaProcesses(Collector):
 
     def collect(self) -> Iterable[Metric]:
         families: dict[str, Metric] = {}
-        for pid, kind in self._processes():
-            # registry=None: read on demand here, never registered anywhere by itself.
-            reader = ProcessCollector(pid=partial(int, pid), proc=self.proc, registry=None)
-            for family in reader.collect():  # nothing for a process that exited meanwhile
+        processes = self._processes()
+        # registry=None: read on demand here, never registered anywhere by itself.
+        self._readers = {pid: self._readers.get(pid) or ProcessCollector(pid=partial(int, pid), proc=self.proc,
+                                                                          registry=None) for pid, _ in processes}
+        for pid, kind in processes:
+            for family in self._readers[pid].collect():  # nothing for a process that exited meanwhile
                 merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
                 for sample in family.samples:
                     labels = {**sample.labels, "pid": str(pid), "process": kind}
