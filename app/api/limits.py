@@ -9,7 +9,8 @@ broken client and the replica's memory and connection table.
   bound on the request line plus headers, on the header count, and on the time the headers may take.
   httptools itself has no such limits (llhttp buffers a header of any size) and uvicorn has no
   header-read timeout: its keep-alive timer is cancelled by the first byte, so a client trickling a
-  byte every 2 s held a connection forever.
+  byte every 2 s held a connection forever. Its transport sends each response in one write
+  (app.api.onewrite).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.api.middleware import without_version
+from app.api.onewrite import HeadHoldingTransport
 
 log = logging.getLogger("app.api.limits")
 
@@ -141,7 +143,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # One send per response (app.api.onewrite): uvicorn writes a head and a body separately.
+        super().connection_made(HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
         # uvicorn arms its keep-alive timer only after a response: a connection that never sends a
         # byte would stay open for good. The idle bound applies from the accept on.
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
