@@ -53,6 +53,7 @@ from benchmarks.measure import (
     all_processes,
     children_of,
     client_loop,
+    env_pair,
     machine_busy,
     ms,
     peak_rss_mib,
@@ -428,6 +429,7 @@ def start_cluster(workdir: Path, args: argparse.Namespace, state_url: str, broke
         extra["DF_WORKERS"] = str(args.replica_workers)
     if args.redis_max_connections:
         extra["DF_REDIS_MAX_CONNECTIONS"] = str(args.redis_max_connections)
+    extra.update(args.replica_env)
     path = [*filter(None, [os.environ.get("PYTHONPATH")])]
     if args.hiredis:
         # Only the replicas and workers see it: the shared virtualenv stays as pyproject.toml makes it.
@@ -491,6 +493,7 @@ def bench(args: argparse.Namespace, workdir: Path, state_url: str, broker_url: s
                 "client_loop": args.client_loop,
                 "emulator_gc": args.emulator_gc,
                 "redis_max_connections": args.redis_max_connections or None,
+                "replica_env": dict(args.replica_env),
                 "hiredis": bool(args.hiredis),
                 "own_pids": own,
             },
@@ -586,6 +589,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--hiredis", metavar="DIR",
         help="put DIR (made by: pip install --target DIR hiredis) on the replicas' path: redis-py uses hiredis",
     )
+    parser.add_argument("--replica-env", type=env_pair, action="append", default=[], metavar="DF_NAME=VALUE",
+                        help="a setting for the replicas and workers (repeatable), e.g. DF_PULL_WINDOW_PIECES=8")
     parser.add_argument("--dump", metavar="FILE", help="append one JSON line per peer and run to FILE")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (replica and worker logs)")
     parser.add_argument("--profile", metavar="DIR", help="py-spy replica 0 during the runs; raw stacks to DIR")

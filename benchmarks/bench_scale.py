@@ -64,6 +64,7 @@ from benchmarks.measure import (
     LoopLag,
     Peer,
     client_loop,
+    env_pair,
     machine_busy,
     ms,
     percentile,
@@ -508,13 +509,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.runs < 1 or args.size_mib < 1 or args.task_pieces < 1 or args.start_rate < 0:
         parser.error("--runs, --size-mib and --task-pieces must be >= 1, --start-rate >= 0")
     return args
-
-
-def env_pair(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name.startswith("DF_"):
-        raise argparse.ArgumentTypeError(f"expected DF_NAME=VALUE, got {text!r}")
-    return name, value
 
 
 def write_sources(workdir: Path, args: argparse.Namespace) -> dict[str, Path]:

@@ -7,6 +7,7 @@ the pieces live here so both stay the same measurement.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -344,3 +345,11 @@ def workspace(keep: bool, prefix: str) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         yield Path(tmp)
+
+
+def env_pair(text: str) -> tuple[str, str]:
+    """``--replica-env DF_NAME=VALUE``: one setting for the replicas and workers a benchmark starts."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("DF_"):
+        raise argparse.ArgumentTypeError(f"expected DF_NAME=VALUE, got {text!r}")
+    return name, value
