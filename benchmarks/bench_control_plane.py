@@ -58,6 +58,7 @@ from benchmarks.measure import (
     ms,
     peak_rss_mib,
     percentile,
+    pinned,
     prepare_client_process,
     proc_cpu,
     redis_counters,
@@ -494,6 +495,7 @@ def bench(args: argparse.Namespace, workdir: Path, state_url: str, broker_url: s
                 "emulator_gc": args.emulator_gc,
                 "redis_max_connections": args.redis_max_connections or None,
                 "replica_env": dict(args.replica_env),
+                "profile_pinned": bool(args.profile and args.profile_pin),
                 "hiredis": bool(args.hiredis),
                 "own_pids": own,
             },
@@ -516,10 +518,17 @@ def bench(args: argparse.Namespace, workdir: Path, state_url: str, broker_url: s
                 client_loop(args.client_loop, run_swarm(warm, nodes, url, out_dir, targets, budget, "warmup"),
                             collect=args.emulator_gc)
             profile_dir = Path(args.profile).resolve() if args.profile else None
-            spy: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            spy = contextlib.ExitStack()
             if profile_dir is not None:
                 profile_dir.mkdir(parents=True, exist_ok=True)
-                spy = py_spy(targets.replica_pids[0], profile_dir / "replica0.pyspy.txt", args.profile_rate)
+                # A replica with workers is a supervisor that only waits: its first worker is profiled.
+                profiled = min(children_of(targets.replica_pids[0]), default=targets.replica_pids[0])
+                if args.profile_pin:
+                    everyone = [*targets.replica_pids, *targets.worker_pids, *filter(None, [targets.redis_pid])]
+                    for pid in list(everyone):
+                        everyone += children_of(pid)
+                    spy.enter_context(pinned(profiled, everyone))
+                spy.enter_context(py_spy(profiled, profile_dir / "replica0.pyspy.txt", args.profile_rate))
             with spy:
                 for run in range(1, args.runs + 1):
                     budget = deadline - time.monotonic()
@@ -595,6 +604,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (replica and worker logs)")
     parser.add_argument("--profile", metavar="DIR", help="py-spy replica 0 during the runs; raw stacks to DIR")
     parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--profile-pin", action="store_true",
+                        help="the profiled replica process alone on the last CPU, everything else on the others")
     args = parser.parse_args(argv)
     if args.peers < 1 or args.runs < 1 or args.replicas < 1 or args.workers < 0 or args.size_mib < 1:
         parser.error("--peers, --runs, --replicas and --size-mib must be >= 1, --workers >= 0")

@@ -353,3 +353,40 @@ def env_pair(text: str) -> tuple[str, str]:
     if not sep or not name.startswith("DF_"):
         raise argparse.ArgumentTypeError(f"expected DF_NAME=VALUE, got {text!r}")
     return name, value
+
+
+@contextlib.contextmanager
+def pinned(alone: int, others: Sequence[int]) -> Iterator[None]:
+    """Process ``alone`` (every thread) on the last CPU by itself, ``others`` and this process on the rest,
+    for the block; the earlier affinities come back after it.
+
+    For profiles on a shared machine: py-spy counts a thread that is runnable but waiting for a CPU as
+    busy where it stopped, so on a full 2-core machine the replica's writes to sockets, after which the
+    kernel often runs the woken Redis or client first, showed a quarter of its samples (2026-12-03,
+    RESULTS.md). Alone on a CPU, a runnable thread is a running one.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("pinning needs at least 2 CPUs")
+    saved: dict[int, set[int]] = {}
+
+    def place(pid: int, mask: set[int]) -> None:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except FileNotFoundError:
+            return
+        for tid in tids:
+            with contextlib.suppress(ProcessLookupError):
+                saved.setdefault(tid, os.sched_getaffinity(tid))
+                os.sched_setaffinity(tid, mask)
+
+    rest = set(cpus[:-1])
+    try:
+        for pid in {os.getpid(), *others} - {alone}:
+            place(pid, rest)
+        place(alone, {cpus[-1]})
+        yield
+    finally:
+        for tid, mask in saved.items():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(tid, mask)
