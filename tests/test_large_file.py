@@ -194,6 +194,11 @@ async def test_a_pull_samples_the_rarest_window_of_a_big_file(state: ClusterStat
     assert len(got) == window and 1000 not in got and 1002 not in got
     assert max(abs(n - 1001) for n in got) <= window // 2 + 1 and 1001 in got, got
     assert all(p[2] == 0 for p in snap["pieces"])
+    # A client allowed more pieces at once than half the window (a live peerDownLimit raised past it) is
+    # offered twice its limit to choose from.
+    down = window // 2 + 4
+    snap = await state.pull(TID, "c1", 700, 502, -1, "", "q3", peer_down_limit=down)
+    assert len(snap["pieces"]) == 2 * down
 
 
 async def test_unknown_length_64_gib_bitmap(state: ClusterState, redis: aioredis.Redis) -> None:

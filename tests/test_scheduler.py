@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from app.scheduler.core import CDN, Candidate, Limits, PieceView, Snapshot, schedule
+from app.scheduler.core import CDN, Candidate, Limits, PieceView, Snapshot, pull_window, schedule
 
 
 def piece(num: int, *holders: str) -> PieceView:
@@ -90,3 +90,10 @@ def test_loopback_peers_are_offered_only_to_loopback_requesters() -> None:
     same_host = Snapshot(pieces=[piece(0, "local")], running=[], candidates=candidates, cdn_load=0,
                          requester_ip="127.0.0.9")
     assert run(same_host) == [(0, "local")]
+
+
+def test_the_pull_window_is_never_less_than_twice_the_download_limit() -> None:
+    assert pull_window(8, 4) == 8
+    assert pull_window(32, 4) == 32
+    assert pull_window(8, 10) == 20
+    assert pull_window(1, 1) == 2

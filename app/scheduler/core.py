@@ -51,6 +51,12 @@ class Limits:
     elimination: int = 5
 
 
+def pull_window(setting: int, peer_down: int) -> int:
+    """Pieces a pull's snapshot holds (DF_PULL_WINDOW_PIECES): never fewer than twice the pieces the
+    client may fetch at once, so that a piece whose holders are all busy still leaves another to try."""
+    return max(setting, 2 * peer_down)
+
+
 def schedule(snapshot: Snapshot, limits: Limits, rng: random.Random) -> list[tuple[int, str]]:
     """Choose up to ``peer_down - running`` (piece, source) pairs; the source is a cid or :data:`CDN`.
 

@@ -24,7 +24,7 @@ from redis.commands.core import AsyncScript
 from app.cdn.sink import FinishResult, SeedJob, SeedOutcome
 from app.core.config import Settings
 from app.core.redis import is_cluster, is_outage
-from app.scheduler.core import CDN
+from app.scheduler.core import CDN, pull_window
 from app.state import schema
 from app.state.scripts import Script, script_source
 
@@ -216,7 +216,7 @@ class ClusterState:
         down = s.peer_down_limit if peer_down_limit is None else peer_down_limit
         out: dict[str, Any] = await self._run_json(
             "pull", tid, tid, cid, status, result, piece_num, dst, fingerprint, down,
-            s.holder_sample, int(s.seed_lease_seconds * 1000), CDN, s.pull_window_pieces,
+            s.holder_sample, int(s.seed_lease_seconds * 1000), CDN, pull_window(s.pull_window_pieces, down),
         )
         if out.get("kind") == "finish":
             # Sent as the stored decimal string: cjson prints a Lua number with 14 digits (1e14 bytes and up).
