@@ -1,13 +1,14 @@
 """One send per response on the API port: a response head waits for its body.
 
 uvicorn writes a response in two calls, its head on ``http.response.start`` and its body on
-``http.response.body``; on uvloop each call is a ``write`` syscall at once, and with TCP_NODELAY two
-segments, so the client wakes twice for one answer. On this project's VMs a loopback send costs
-15-20 µs of the sender's CPU, and nearly every request of a swarm (a pull, a piece report) is a
-small answer whose two halves are written in the same turn of the loop. ``HeadHoldingTransport``
-keeps a head back until the next write, and sends both together; a head with nothing after it in the
-same turn (a streamed response still being produced, an interim ``100 Continue``) goes out at the end
-of that turn, so no response waits longer than one turn of the loop.
+``http.response.body``; on uvloop each call is a ``write`` syscall at once, and with TCP_NODELAY a
+segment of its own, so a client (and a load balancer in between) handles two packets and wakes twice
+for one answer. Nearly every request of a swarm (a pull, a piece report) is a small answer whose two
+halves are written in the same turn of the loop. ``HeadHoldingTransport`` keeps a head back until the
+next write and sends both together; a head with nothing after it in the same turn (a streamed response
+still being produced, the head of a HEAD request, an interim ``100 Continue``) goes out at the end of
+that turn, so no response waits longer than one turn of the loop. (The replica's own CPU per request
+did not move measurably: benchmarks/RESULTS.md, 2026-12-03.)
 """
 
 from __future__ import annotations
