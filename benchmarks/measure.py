@@ -228,6 +228,9 @@ async def stop_peers(peers: list[Peer]) -> None:
     await asyncio.gather(*(p.http.aclose() for p in peers))
 
 
+_FD_LIMIT = 1 << 18
+
+
 def prepare_client_process() -> None:
     """Process-wide settings of the emulator: no sniffio import per request, the fd limit lifted."""
     # httpcore runs ``import sniffio`` on every request; without sniffio installed that is a failed
@@ -235,9 +238,14 @@ def prepare_client_process() -> None:
     # A None entry makes the import fail at once, with the same outcome ("asyncio"). Client side only.
     if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
         sys.modules["sniffio"] = None  # type: ignore[assignment]
-    # Hundreds of peer servers plus their pooled client connections: lift the soft fd limit to the hard one.
+    # Thousands of peer servers plus their pooled client connections: 5,000 peers (1,000 tasks × 5) ran out
+    # of a hard limit of 20,000. Lift both limits where allowed (root), else the soft one to the hard one.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        wanted = max(hard, _FD_LIMIT)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def client_loop(kind: str, main: Coroutine[Any, Any, T], *, collect: bool = False) -> T:
