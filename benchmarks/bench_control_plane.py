@@ -524,9 +524,8 @@ def bench(args: argparse.Namespace, workdir: Path, state_url: str, broker_url: s
                 # A replica with workers is a supervisor that only waits: its first worker is profiled.
                 profiled = min(children_of(targets.replica_pids[0]), default=targets.replica_pids[0])
                 if args.profile_pin:
-                    everyone = [*targets.replica_pids, *targets.worker_pids, *filter(None, [targets.redis_pid])]
-                    for pid in list(everyone):
-                        everyone += children_of(pid)
+                    # The processes this run measures (own), and the replicas' workers besides.
+                    everyone = [*own, *(w for pid in targets.replica_pids for w in children_of(pid))]
                     spy.enter_context(pinned(profiled, everyone))
                 spy.enter_context(py_spy(profiled, profile_dir / "replica0.pyspy.txt", args.profile_rate))
             with spy:
