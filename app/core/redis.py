@@ -142,7 +142,7 @@ class _Sentinels(Sentinel):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
         self._discovery: dict[str, asyncio.Future[tuple[str, int]]] = {}
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
