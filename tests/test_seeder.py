@@ -748,6 +748,41 @@ async def test_a_lost_final_report_is_healed_by_the_next_pull(
     assert await redis.hlen(schema.task_prefix(tid) + "cdn") == 3
 
 
+async def test_a_job_whose_lease_lapsed_in_the_queue_seeds_the_new_epoch_and_the_new_job_stops(
+    src: SourceServer, redis: Redis, settings: Settings
+) -> None:
+    # 1,000 new tasks queue 1,000 seed jobs; one waiting longer than the lease gets a new epoch at the
+    # next pull, whose job joins the tail. The old job, when a worker gets to it, must seed (else the
+    # task would go to the back of the queue at every lapse), and the new one must find nothing to do.
+    data = os.urandom(2 * PAYLOAD + 5)
+    src.add("f", data)
+    url = src.url("f")
+    state = ClusterState(redis, settings.model_copy(update={"seed_lease_seconds": 1.2}))
+    tid, queued = task_id(url), await started_task(state, url, len(data))
+    await asyncio.sleep(1.3)
+    answer = await state.pull(tid, "c1", 700, 502, -1, "", "q1")
+    assert answer["kind"] == "wait" and answer["seedEpoch"] == queued + 1  # the lapse restarted it
+    outcome = await run_seed_job(state, LocalSeedStorage(settings.seed_path), tid, queued)
+    assert outcome is not None and outcome.success
+    fields = await redis.hmget(schema.task_key(tid), ["cdnStatus", "seedEpoch"])
+    assert fields == ["SUCCESS", str(queued + 1)]
+    assert await run_seed_job(state, LocalSeedStorage(settings.seed_path), tid, queued + 1) is None
+    assert src.stats("f").full_gets == 1 and src.stats("f").bytes_sent == len(data)
+
+
+async def test_a_job_does_not_take_an_epoch_another_run_holds(redis: Redis, settings: Settings) -> None:
+    state = ClusterState(redis, settings)
+    url = "http://127.0.0.1:9/f"
+    tid, epoch = task_id(url), await started_task(state, url, 10)
+    holder = RedisSeedSink(state)
+    assert await holder.claim(tid) == epoch
+    assert await RedisSeedSink(state).claim(tid) is None  # a duplicate message of the task
+    assert await run_seed_job(state, LocalSeedStorage(settings.seed_path), tid, epoch) is None
+    assert await holder.heartbeat(tid, epoch)  # the holder is untouched
+    await holder.finished(tid, epoch, SeedOutcome(success=False, error="x", reason="internal"))
+    assert await RedisSeedSink(state).claim(tid) is None  # FAILED: nothing to seed until a retry starts one
+
+
 async def test_a_seeder_cut_off_from_redis_stops_once_its_lease_is_over(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

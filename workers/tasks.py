@@ -43,8 +43,8 @@ if settings.log_format == "json":
 
 # Acknowledged when it starts, unlike the other tasks: the seed lease in Redis is what restarts a seed
 # whose worker died (the next pull after the lease lapses starts a new epoch, which resumes from the
-# pieces on disk). A redelivered message could never help: its epoch is either superseded or claimed
-# by the run that died (the claim of _seed.lua refuses a second run of an epoch), and with the Redis
+# pieces on disk). A redelivered message could never help: the run that died holds the claim of the
+# current epoch until that lapses (seed_claim.lua refuses a second run of an epoch), and with the Redis
 # broker it would only come back after the visibility timeout, an hour later.
 @app.task(name="workers.tasks.seed", acks_late=False, reject_on_worker_lost=False)
 def seed(tid: str, epoch: int) -> str:

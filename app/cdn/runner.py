@@ -19,15 +19,23 @@ log = logging.getLogger("app.cdn.runner")
 
 
 async def run_seed_job(state: ClusterState, storage: SeedStorage, tid: str, epoch: int) -> SeedOutcome | None:
-    """Seed (tid, epoch) unless a newer epoch superseded it. Never raises for source problems."""
+    """Seed the task under its current epoch unless another run holds it (``epoch`` is the one the job
+    was started with: an older one after its lease lapsed in a long queue still runs). Never raises for
+    source problems."""
     settings = state.settings
-    # The sink rides out Redis outages; its first heartbeat claims the epoch for this run only, so a
-    # redelivered or duplicated job of the same epoch stops here.
+    # The sink rides out Redis outages; its claim makes this run the epoch's one seeder, so a
+    # redelivered or duplicated job of the task stops here.
     sink = RedisSeedSink(state)
-    job = await sink.job(tid, epoch)
-    if job is None or not await sink.heartbeat(tid, epoch):
-        log.info("seed job %s epoch %s is no longer current (or already running elsewhere); skipping", tid, epoch)
+    claimed = await sink.claim(tid)
+    job = None if claimed is None else await sink.job(tid, claimed)
+    if claimed is None or job is None:
+        log.info("seed job %s epoch %s: nothing to seed (done, superseded or running elsewhere); skipping",
+                 tid, epoch)
         return None
+    if claimed != epoch:
+        log.info("seed job %s of epoch %s runs the current epoch %s (its lease lapsed while it was queued)",
+                 tid, epoch, claimed)
+    epoch = claimed
     # One XADD per event, the same buffer the API uses; the database is never awaited here.
     await seedstats.started(state.redis)
     audit = RedisAuditLog(state.redis, settings.audit_stream_maxlen)

@@ -277,6 +277,12 @@ class ClusterState:
             piece_size=int(fields["pieceSize"]),
         )
 
+    async def seed_claim(self, tid: str, owner: str) -> int:
+        """A run starting: the task's current epoch, now claimed by ``owner``; 0 when there is nothing
+        to seed or another run holds that epoch (``seed_claim.lua``: why not the message's own epoch)."""
+        lease = int(self.settings.seed_lease_seconds * 1000)
+        return int(await self._run("seed_claim", tid, lease, owner))
+
     async def seed_heartbeat(self, tid: str, epoch: int, owner: str = "") -> bool:
         """Extend the lease of (tid, epoch) held by the run ``owner`` (claiming the epoch if unclaimed)."""
         lease = int(self.settings.seed_lease_seconds * 1000)
@@ -340,6 +346,10 @@ class RedisSeedSink:
     async def job(self, tid: str, epoch: int) -> SeedJob | None:
         """The job of (tid, epoch), or None when it is no longer current (or Redis stayed away too long)."""
         return await self._retry(tid, lambda: self.state.seed_job(tid, epoch))
+
+    async def claim(self, tid: str) -> int | None:
+        """The epoch this run seeds (the task's current one, claimed), or None: nothing for it to do."""
+        return await self._retry(tid, lambda: self.state.seed_claim(tid, self.owner)) or None
 
     async def pieces_ready(self, tid: str, epoch: int, first: int, md5s: list[str], seeded_bytes: int) -> int | None:
         state, owner = self.state, self.owner
