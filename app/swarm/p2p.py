@@ -271,7 +271,7 @@ class P2PDownload:
         self._last_rate_call = loop.time()
         # --locallimit when set (here: the emulated limit), else the piece task's downLink in KiB/s.
         rate = self.cfg.rate_limit or task.down_link * 1024
-        headers = {"User-Agent": SUPERNODE_USER_AGENT, "rateLimit": str(rate)}
+        headers = {"User-Agent": SUPERNODE_USER_AGENT, "rateLimit": str(rate), "Connection": "close"}  # see client.py
         with contextlib.suppress(httpx.HTTPError):
             await self.http.get(f"{self.uploader.base_url}/rate/{self.cfg.task_file_name}", headers=headers)
 
