@@ -186,6 +186,32 @@ async def test_an_unresolvable_host_is_refused_as_unreachable() -> None:
     assert caught.value.reason == "unreachable"
 
 
+async def test_a_herd_of_checks_resolves_a_name_once_and_an_address_literal_never() -> None:
+    # A thousand first registrations of one URL at once: each one's check used to queue its own
+    # getaddrinfo on the loop's few resolver threads. The loop here counts the real lookups it runs.
+    loop = asyncio.get_running_loop()
+    lookups: list[str] = []
+    real = loop.getaddrinfo
+
+    async def counted(host: Any, *args: Any, **kwargs: Any) -> Any:
+        lookups.append(host)
+        return await real(host, *args, **kwargs)
+
+    loop.getaddrinfo = counted  # type: ignore[method-assign]
+    try:
+        p = policy("127.0.0.0/8,::1/128,localhost")
+        await asyncio.gather(*(p.check(f"http://localhost:8002/f?n={n}") for n in range(200)))
+        assert lookups == ["localhost"]
+        await asyncio.gather(*(p.check(url) for url in ("http://127.0.0.1:1/", "http://[::1]:1/") * 50))
+        assert lookups == ["localhost"]
+        assert (await refused(p, "http://169.254.169.254/")).kind == "metadata"  # literals are still judged
+        assert (await refused(p, "http://[fe80::1%25eth0]/")).kind == "link_local"
+        await asyncio.gather(*(refused(p, "http://no-such-host.invalid/x") for _ in range(20)))
+        assert lookups == ["localhost", "no-such-host.invalid"]  # a failed lookup is shared too
+    finally:
+        del loop.getaddrinfo  # type: ignore[method-assign]
+
+
 async def test_a_redirect_hop_to_the_metadata_address_is_refused() -> None:
     async with SourceServer() as source, make_source_client(policy=policy("127.0.0.0/8")) as client:
         source.add("hop", b"x", redirect=METADATA)

@@ -38,6 +38,7 @@ deployments that need that should also egress-filter at the network level.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -225,6 +226,7 @@ class SourcePolicy:
         self.refusal_log = refusal_log or RefusalLog()
         self._link_local_allowed = tuple(net for net in allowlist.networks if _inside_link_local(net))
         self._cache: dict[tuple[str, int], tuple[float, tuple[IPAddress, ...]]] = {}
+        self._lookups: dict[tuple[str, int], asyncio.Task[tuple[IPAddress, ...]]] = {}
 
     # --- verdicts --------------------------------------------------------------------------------
 
@@ -303,14 +305,34 @@ class SourcePolicy:
         raise SourceRefused(message, kind=kind)
 
     async def resolve(self, host: str, port: int) -> tuple[IPAddress, ...]:
+        """The host's addresses: an address literal as it is, a name from the cache or one lookup.
+
+        Concurrent misses of one name share one lookup: getaddrinfo runs on the loop's small thread
+        pool, and a herd of a thousand first registrations queued a thousand lookups behind it.
+        Only canonical literals skip getaddrinfo ("127.1" and "0x7f.1" still go through it).
+        """
+        with contextlib.suppress(ValueError):
+            return (ipaddress.ip_address(host.split("%")[0]),)
         key = (host.lower(), port)
         cached = self._cache.get(key)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         loop = asyncio.get_running_loop()
+        pending = self._lookups.get(key)
+        if pending is None or pending.get_loop() is not loop:  # a Celery job runs each seed on a new loop
+            pending = loop.create_task(self._lookup(host, port, key))
+            self._lookups[key] = pending
+            pending.add_done_callback(self._forget_lookup)
+        return await asyncio.shield(pending)
+
+    def _forget_lookup(self, done: asyncio.Task[tuple[IPAddress, ...]]) -> None:
+        for key, task in list(self._lookups.items()):
+            if task is done:
+                del self._lookups[key]
+
+    async def _lookup(self, host: str, port: int, key: tuple[str, int]) -> tuple[IPAddress, ...]:
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
             raise SourceRefused(f"cannot resolve host {host}: {exc}", reason="unreachable") from exc
         addresses = tuple(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
@@ -318,7 +340,7 @@ class SourcePolicy:
             raise SourceRefused(f"host {host} has no address", reason="unreachable")
         if len(self._cache) >= _CACHE_ENTRIES:
             self._cache.clear()
-        self._cache[key] = (now + _CACHE_SECONDS, addresses)
+        self._cache[key] = (time.monotonic() + _CACHE_SECONDS, addresses)
         return addresses
 
 
