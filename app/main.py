@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import FrameType
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from app.api import metrics
+from app.api.admission import Admission
 from app.api.allowlist import DfgetAllowlistMiddleware, parse_networks
 from app.api.auth import ensure_api_protected
 from app.api.errors import install_error_handlers
@@ -40,17 +42,18 @@ from app.cluster.heartbeat import ReplicaPresence
 from app.cluster.maintenance import run_index_prune
 from app.cluster.readiness import Readiness
 from app.core import logjson, lograte
+from app.core.backlog import listen_backlog
 from app.core.config import Settings, get_settings
 from app.core.masking import install_log_masking
 from app.core.process import ProcessRole
 from app.core.redis import create_redis
 from app.core.replay import ReplayBuffer
-from app.download.server import DOWNLOAD_BACKLOG
 from app.observability import exposition, local, shared
 from app.observability.processes import ReplicaProcesses
 from app.observability.workers import WorkerProbe
 from app.preheat.service import PreheatService
 from app.server import heap
+from app.server.supervisor import WORKER_SIGNALS
 from app.state.store import ClusterState
 
 log = logging.getLogger("app")
@@ -166,6 +169,7 @@ def front(app: FastAPI, settings: Settings) -> ASGIApp:
     return DfgetFastPath(
         limited, app.state, parse_networks(settings.dfget_allowlist), settings.metrics_peer_label,
         settings.log_format == "json", settings.max_peer_body_bytes,
+        Admission(settings.dfget_concurrency, settings.dfget_queue_seconds),
     )
 
 
@@ -188,6 +192,14 @@ class _DrainingServer(uvicorn.Server):
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            # A worker of a supervisor starts with SIGTERM and SIGINT blocked (app.server.supervisor): one
+            # that arrived meanwhile is delivered now, to handle_exit.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+            yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -240,6 +252,7 @@ async def serve(
         http=guarded_protocol(settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds),
         timeout_keep_alive=int(settings.keepalive_timeout_seconds),
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+        backlog=listen_backlog(settings.listen_backlog),  # app.core.backlog: a herd connects at once
     )
     server = _DrainingServer(config, readiness, settings.drain_seconds)
     storage = LocalSeedStorage(settings.seed_path)
@@ -259,7 +272,7 @@ async def serve(
             settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds,
             settings.keepalive_timeout_seconds,
         ),
-        upload_rate=upload_rate_here,
+        upload_rate=upload_rate_here, backlog=listen_backlog(settings.listen_backlog),
     ))
     await asyncio.to_thread(pieces.start)
     try:
@@ -277,9 +290,6 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-API_BACKLOG = 2048  # uvicorn's default: a swarm's connections arrive at once
-
-
 def main(settings: Settings | None = None) -> None:
     """Run a replica: one process, or ``DF_WORKERS`` of them under a supervisor (app.server.supervisor;
     app/__main__.py has set up the metrics directory they share before anything was imported)."""
@@ -293,8 +303,8 @@ def main(settings: Settings | None = None) -> None:
 
     create_app(settings)  # a setup the workers would refuse fails here, once, before any fork
     sockets = (
-        listen_socket(settings.listen, settings.port, API_BACKLOG),
-        listen_socket(settings.listen, settings.download_port, DOWNLOAD_BACKLOG),
+        listen_socket(settings.listen, settings.port, listen_backlog(settings.listen_backlog)),
+        listen_socket(settings.listen, settings.download_port, listen_backlog(settings.listen_backlog)),
     )
     log.info("replica of %d workers on ports %d and %d", count, settings.port, settings.download_port)
 

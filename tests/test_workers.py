@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import redis
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.core.backlog import host_somaxconn, listen_backlog
 from app.core.cpus import quota_cpus
 from app.observability.processes import children
 from app.protocol.taskid import task_id
@@ -132,6 +135,39 @@ def cluster_auth() -> dict[str, str]:
     from tests.cluster import TEST_TOKEN
 
     return {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+
+def listen_backlog_of(port: int) -> int:
+    """The backlog the kernel gave the socket listening on ``port`` (``ss`` shows it as Send-Q)."""
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    [line] = out.splitlines()
+    return int(line.split()[2])
+
+
+def test_both_ports_listen_with_the_hosts_somaxconn_unless_told(cluster: Cluster, tmp_path: Path) -> None:
+    # A herd's SYNs beyond the backlog are dropped, and the retried SYN comes 1 s, then 3 s, later:
+    # dfget's 5 s registration is lost (app.core.backlog). uvicorn's default was 2048, nginx's 511.
+    somaxconn = host_somaxconn()
+    for name in ("metrics-a", "metrics-b"):
+        (tmp_path / name).mkdir()
+    replica = start(cluster, tmp_path / "metrics-a")
+    assert listen_backlog_of(replica.port) == somaxconn
+    assert listen_backlog_of(replica.download_port) == somaxconn
+    cluster.stop()
+    cluster.extra_env["DF_LISTEN_BACKLOG"] = str(min(300, somaxconn))
+    replica = start(cluster, tmp_path / "metrics-b")
+    assert listen_backlog_of(replica.port) == listen_backlog_of(replica.download_port) == min(300, somaxconn)
+    replica.wait_ready()
+    assert httpx.get(f"http://{replica.node}/peer/task", params={"taskId": "x" * 64, "srcCid": "c"}).status_code == 200
+
+
+def test_the_backlog_setting_wins_and_an_unreadable_somaxconn_falls_back(tmp_path: Path) -> None:
+    (tmp_path / "somaxconn").write_text("65535\n")
+    assert host_somaxconn(tmp_path / "somaxconn") == 65535
+    assert host_somaxconn(tmp_path / "missing") == socket.SOMAXCONN
+    (tmp_path / "bad").write_text("lots")
+    assert host_somaxconn(tmp_path / "bad") == socket.SOMAXCONN
+    assert listen_backlog(0, 4096) == 4096 and listen_backlog(300, 4096) == 300
 
 
 def test_a_killed_worker_is_replaced_and_sigterm_drains_every_worker(cluster: Cluster, tmp_path: Path) -> None:

@@ -24,10 +24,11 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import metrics
+from app.api.admission import Admission, deferred_total
 from app.api.allowlist import Network, allowed, refusal
 from app.api.middleware import without_version
 from app.api.requestid import choose_id
-from app.api.routes.peer import ROUTES, DfgetRoute, PeerCall, answer, disconnected
+from app.api.routes.peer import ROUTES, DfgetRoute, PeerCall, answer, busy, disconnected
 from app.bridge.peer_ip import PeerAddress
 from app.bridge.service import PeerBridge
 from app.core.logjson import request_id
@@ -41,8 +42,10 @@ _JSON = (b"content-type", b"application/json")
 class DfgetFastPath:
     def __init__(
         self, app: ASGIApp, state: Any, networks: list[Network], peer_label: bool, request_ids: bool, max_body: int,
+        admission: Admission,
     ) -> None:
         self.app = app  # the rest: the body limits, then the FastAPI app
+        self.admission = admission  # how many dfget requests are worked on at once (app.api.admission)
         self.max_body = max_body
         self.state = state  # the app's ``app.state``: the bridge exists once the lifespan started
         self.networks = networks
@@ -95,10 +98,16 @@ class DfgetFastPath:
                 if not complete:
                     log.info("%s: client went away before its request was read", path)
                     body, reply = b"", disconnected()
+                elif not await self.admission.enter():
+                    deferred_total.labels(path).inc()
+                    reply = busy(route)
                 else:
-                    query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-                    call = PeerCall(query, body, head.content_type, PeerAddress(host, tuple(head.forwarded_for)))
-                    reply = await answer(path, route, bridge, call)
+                    try:
+                        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+                        call = PeerCall(query, body, head.content_type, PeerAddress(host, tuple(head.forwarded_for)))
+                        reply = await answer(path, route, bridge, call)
+                    finally:
+                        self.admission.leave()
             out = [(b"content-length", str(len(reply)).encode()), _JSON]
             if rid:
                 out.append((b"x-request-id", rid))

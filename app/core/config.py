@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(
         10.0, gt=0, description="Time a request's line and headers may take, from its first byte, on both ports."
     )
+    listen_backlog: int = Field(
+        0, ge=0, description="Listen backlog of both ports; 0 = the host's net.core.somaxconn, as Go's net.Listen."
+    )
     keepalive_timeout_seconds: float = Field(
         75.0, gt=10, description="An idle connection is closed after this long, on both ports."
     )
@@ -193,6 +196,13 @@ class Settings(BaseSettings):
     insecure_open_api: bool = Field(False, description="Cluster mode without DF_API_TOKENS: allow an open API.")
     public_read_api: bool = Field(False, description="Read-only REST endpoints need no token.")
     dfget_allowlist: str = Field("", description="Comma-separated CIDRs allowed on the dfget API; empty = all.")
+    # A herd's requests all served at once all finish late; in arrival order, the early ones finish early.
+    dfget_concurrency: int = Field(
+        128, ge=1, description="dfget requests one process works on at once; the others wait, first come first served."
+    )
+    dfget_queue_seconds: float = Field(
+        3.0, gt=0, description="A dfget request that waited this long for its turn is answered 'ask again' (602, 609)."
+    )
     peer_ip_check: bool = Field(False, description="A registration's ip must be the address it came from (501 if not).")
     trusted_proxies: str = Field(
         "", description="Comma-separated CIDRs of load balancers whose X-Forwarded-For names the client."

@@ -57,7 +57,7 @@ def create_download_app(
     return app
 
 
-# nginx's Linux listen backlog: a swarm of dfgets opening piece connections at once.
+# nginx's Linux listen backlog, for callers that name none (the replica passes app.core.backlog's).
 DOWNLOAD_BACKLOG = 511
 
 
@@ -72,6 +72,7 @@ async def start_download_server(
     bounds: PieceBounds | None = None,
     upload_rate: RateSource | None = None,
     sock: socket.socket | None = None,
+    backlog: int = DOWNLOAD_BACKLOG,
 ) -> web.AppRunner:
     """Listen on ``host:port`` (0 = any free port, see ``bound_port``), or on the listening ``sock``
     (shared by a replica's workers), until ``stop_download_server``.
@@ -95,7 +96,7 @@ async def start_download_server(
         "max_field_size": min(8190, bounds.max_header_bytes),
     }
     await GuardedSite(
-        runner, host, port, backlog=DOWNLOAD_BACKLOG, bounds=bounds, handler_args=handler_args, sock=sock
+        runner, host, port, backlog=backlog, bounds=bounds, handler_args=handler_args, sock=sock
     ).start()
     return runner
 

@@ -10,7 +10,9 @@ multiprocess mode (app.observability.exposition).
 Signals: SIGTERM and SIGINT are passed to every worker once per signal received (a first SIGTERM
 starts each worker's drain, a second one skips it); the supervisor exits when the last worker has,
 with the worst exit code. Workers run in their own process group (a terminal's Ctrl-C reaches them
-once, through here) and get SIGTERM if the supervisor itself dies. A worker that dies unexpectedly is
+once, through here) and get SIGTERM if the supervisor itself dies. A new worker holds both signals
+back until its server handles them, so a stop right after a worker restarted drains it too. A worker
+that dies unexpectedly is
 started again; one that keeps dying within seconds of its start means a broken host or setup, and the
 supervisor stops the replica with exit code 1 rather than loop.
 """
@@ -35,6 +37,7 @@ _PR_SET_PDEATHSIG = 1
 CRASH_WINDOW_SECONDS = 10.0  # a worker that dies this soon after its start counts towards a crash loop
 CRASH_LIMIT = 5  # that many such deaths in a row of one worker stop the replica
 RESTART_DELAY_SECONDS = 0.5
+WORKER_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})  # blocked in a new worker until it handles them
 
 
 def listen_socket(host: str, port: int, backlog: int) -> socket.socket:
@@ -85,6 +88,10 @@ class Supervisor:
                 _die_with_parent()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
+                # Held back until the worker's server has its handlers (app.main._DrainingServer), so a
+                # SIGTERM in the first tenth of a second (a stop right after a restart) drains the
+                # worker instead of killing it, and the replica still exits 0.
+                signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
                 code = self.run_worker(ProcessRole(index, self.count, self.pid))
             except BaseException:
                 log.exception("worker %d failed", index)

@@ -93,6 +93,11 @@ ROUTES: dict[str, DfgetRoute] = {
 }
 
 
+def busy(route: DfgetRoute) -> bytes:
+    """The answer to a request that waited too long for its turn (app.api.admission): ask again."""
+    return orjson.dumps(wire.result(route.wait, "supernode busy, please retry"))
+
+
 def disconnected() -> bytes:
     """The answer to a request whose body never fully arrived (nobody is left to read it)."""
     return orjson.dumps(wire.result(Code.PARAM_ERROR, "request body incomplete"))
