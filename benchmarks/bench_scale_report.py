@@ -106,8 +106,11 @@ def overload_note(runs: Sequence[dict[str, Any]]) -> list[str]:
     return [
         "", f"**Peers went back to the source** in {len(bad)} of these runs (bold): a request that gets no answer in "
         "5 s makes a dfget migrate, then download from the source. " + "; ".join(notes) + ". A replica busy "
-        "well below one core while requests wait 5 s is not queueing behind its own CPU: the wait is elsewhere, "
-        "and this benchmark does not tell where. These runs measure the overload, not the workload.",
+        "well below one core while requests wait 5 s is not queueing behind its own CPU: the wait is elsewhere. "
+        "Where, as far as found (RESULTS.md, 2026-12-04): the emulator's own loop on the same cores (the "
+        "replica's own request times stay far below the peers'), the API's listen queue overflowing in a herd "
+        "(before its backlog was the host's somaxconn), and a herd's registrations all served at once (before "
+        "admission in arrival order). These runs measure the overload, not the workload.",
     ]
 
 
