@@ -12,9 +12,8 @@ starts each worker's drain, a second one skips it); the supervisor exits when th
 with the worst exit code. Workers run in their own process group (a terminal's Ctrl-C reaches them
 once, through here) and get SIGTERM if the supervisor itself dies. A new worker holds both signals
 back until its server handles them, so a stop right after a worker restarted drains it too. A worker
-that dies unexpectedly is
-started again; one that keeps dying within seconds of its start means a broken host or setup, and the
-supervisor stops the replica with exit code 1 rather than loop.
+that dies unexpectedly is started again; one that keeps dying within seconds of its start means a
+broken host or setup, and the supervisor stops the replica with exit code 1 rather than loop.
 """
 
 from __future__ import annotations
