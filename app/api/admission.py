@@ -38,7 +38,6 @@ class Admission:
     most ``patience`` seconds. One per process: it only orders this process's own work."""
 
     def __init__(self, limit: int, patience: float) -> None:
-        self.limit = limit
         self.patience = patience
         self._slots = asyncio.Semaphore(limit)  # its waiters are woken in the order they came
 
